@@ -1,0 +1,31 @@
+# dreamflow: videos, image folders and single images in, DeepDream out.
+# Entry point: config, validation, rule modules and the default target. Logic lives in the
+# dreamflow package (workflow/dreamflow); rules only name files and parameters.
+
+import os
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# parse-time checks use the package from this checkout, whatever is installed
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+# a blend chain makes each dreamed frame depend on the one before: Snakemake's DAG walk recurses
+# once per link, so long videos need a deeper stack than Python's default 1000
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 200_000))
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/dream.smk"
+include: "workflow/rules/encode.smk"
+
+
+# Every dreamed frame is listed as well as each result, so a deleted frame is always redone.
+rule all:
+    input:
+        all_targets,
+    default_target: True

@@ -1,0 +1,175 @@
+"""Config validation, defaults and per-input settings. Imports no torch: the Snakefile uses it."""
+
+import copy
+import difflib
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import DreamflowError
+from .frames import IMAGE_SUFFIXES, natural_key
+from .models import MODELS, check_layers
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SECTIONS = ("dream", "blend", "frames", "encode")
+
+
+def load_schema(path=SCHEMA_PATH):
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolve(schema, root):
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        node = root
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance, schema, root):
+    """Fill in defaults of declared properties, recursively.
+
+    Only `properties` are followed, never `additionalProperties`, so the per-input override
+    sections stay sparse: an override holds just what the user wrote.
+    """
+    schema = _resolve(schema, root)
+    for key, subschema in schema.get("properties", {}).items():
+        subschema = _resolve(subschema, root)
+        if key not in instance and "default" in subschema:
+            instance[key] = copy.deepcopy(subschema["default"])
+        if isinstance(instance.get(key), dict):
+            fill_defaults(instance[key], subschema, root)
+    return instance
+
+
+def _key_path(error, prefix=""):
+    parts = ([prefix] if prefix else []) + [str(part) for part in error.absolute_path]
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(error, prefix=""):
+    """One readable line per schema violation, naming the config key."""
+    key = _key_path(error, prefix)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        parts = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            parts.append(f"unknown key '{name}'{hint}")
+        if allowed:
+            return f"config key {key}: {', '.join(parts)}; allowed keys: {', '.join(allowed)}"
+        return f"config key {key}: {', '.join(parts)}"
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"config key {key}: {error.instance!r} is not allowed; allowed values: {allowed}"
+    if error.validator == "required":
+        return f"config key {key}: {error.message}"
+    return f"config key {key}: {error.message}"
+
+
+def validate(config, schema=None):
+    """Fill defaults and validate; raise DreamflowError listing every problem, one per line."""
+    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise DreamflowError("config: expected a mapping of keys to values at the top level")
+    config = fill_defaults(copy.deepcopy(config), schema, schema)
+    _raise_errors(config, schema)
+    for name in config["inputs"]:
+        _check_settings(name, settings_for(config, name))
+    return config
+
+
+def _raise_errors(instance, schema, prefix=""):
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise DreamflowError("\n".join(_describe(e, prefix) for e in errors))
+
+
+def validate_section(section, values, schema=None):
+    """Validate one section (e.g. the dream settings of a single-image run) against its schema."""
+    schema = schema or load_schema()
+    _raise_errors(values, {**schema["$defs"][section], "$defs": schema["$defs"]}, prefix=section)
+    if section == "dream":
+        try:
+            check_layers(values["model"], values["layers"])
+        except DreamflowError as error:
+            raise DreamflowError(f"dream.layers: {error}") from None
+
+
+def settings_for(config, name):
+    """The effective dream/blend/frames/encode settings of one input: globals, then its overrides."""
+    entry = config["inputs"][name]
+    return {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
+
+
+def _check_settings(name, settings):
+    prefix = f"inputs.{name}"
+    frames, blend, dream = settings["frames"], settings["blend"], settings["dream"]
+    for a, b in (("start", "start_time"), ("end", "end_time")):
+        if frames[a] is not None and frames[b] is not None:
+            raise DreamflowError(f"config key {prefix}.frames: set {a} or {b}, not both")
+    if frames["start"] is not None and frames["end"] is not None and frames["end"] < frames["start"]:
+        raise DreamflowError(f"config key {prefix}.frames.end: {frames['end']} is before start {frames['start']}")
+    if (frames["start_time"] is not None and frames["end_time"] is not None
+            and frames["end_time"] <= frames["start_time"]):
+        raise DreamflowError(f"config key {prefix}.frames.end_time: must be after start_time")
+    if blend["low"] > blend["high"]:
+        raise DreamflowError(f"config key {prefix}.blend.low: {blend['low']} is above blend.high {blend['high']}")
+    try:
+        check_layers(dream["model"], dream["layers"])
+    except DreamflowError as error:
+        raise DreamflowError(f"config key {prefix}.dream.layers: {error}") from None
+    if dream["weights"] is not None and not os.path.isfile(dream["weights"]):
+        raise DreamflowError(f"config key {prefix}.dream.weights: file not found: {dream['weights']}")
+
+
+def input_kind(path):
+    """'folder', 'image' or 'video', checking that the path exists and is readable."""
+    if not os.path.exists(path):
+        raise DreamflowError(f"input not found: {path}")
+    if os.path.isdir(path):
+        if not folder_images(path):
+            raise DreamflowError(f"input folder has no images ({', '.join(IMAGE_SUFFIXES)}): {path}")
+        return "folder"
+    if not os.access(path, os.R_OK):
+        raise DreamflowError(f"input is not readable: {path}")
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    return "video"
+
+
+def folder_images(folder):
+    """Image files of a folder in natural order (img2 before img10); hidden files are skipped."""
+    names = [entry.name for entry in os.scandir(folder)
+             if entry.is_file() and not entry.name.startswith(".")
+             and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
+    return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
+
+
+def check_inputs(config):
+    """Check every input path before any job runs; returns {name: kind}."""
+    kinds = {}
+    for name, entry in config["inputs"].items():
+        try:
+            kinds[name] = input_kind(entry["path"])
+        except DreamflowError as error:
+            raise DreamflowError(f"config key inputs.{name}.path: {error}") from None
+    return kinds
+
+
+def canonical_json(value):
+    """Stable text for a settings dict: equal settings give equal strings (Snakemake's params trigger)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def list_models():
+    return sorted(MODELS)
