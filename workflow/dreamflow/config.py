@@ -82,8 +82,10 @@ def validate(config, schema=None):
         raise DreamflowError("config: expected a mapping of keys to values at the top level")
     config = fill_defaults(copy.deepcopy(config), schema, schema)
     _raise_errors(config, schema)
-    for name in config["inputs"]:
-        _check_settings(name, settings_for(config, name))
+    _check_settings("", {section: config[section] for section in SECTIONS})
+    for name, entry in config["inputs"].items():
+        if any(section in entry for section in SECTIONS):
+            _check_settings(f"inputs.{name}.", settings_for(config, name))
     return config
 
 
@@ -111,25 +113,25 @@ def settings_for(config, name):
     return {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
 
 
-def _check_settings(name, settings):
-    prefix = f"inputs.{name}"
+def _check_settings(prefix, settings):
+    """Checks across keys that the schema cannot express; `prefix` locates the settings in the config."""
     frames, blend, dream = settings["frames"], settings["blend"], settings["dream"]
     for a, b in (("start", "start_time"), ("end", "end_time")):
         if frames[a] is not None and frames[b] is not None:
-            raise DreamflowError(f"config key {prefix}.frames: set {a} or {b}, not both")
+            raise DreamflowError(f"config key {prefix}frames: set {a} or {b}, not both")
     if frames["start"] is not None and frames["end"] is not None and frames["end"] < frames["start"]:
-        raise DreamflowError(f"config key {prefix}.frames.end: {frames['end']} is before start {frames['start']}")
+        raise DreamflowError(f"config key {prefix}frames.end: {frames['end']} is before start {frames['start']}")
     if (frames["start_time"] is not None and frames["end_time"] is not None
             and frames["end_time"] <= frames["start_time"]):
-        raise DreamflowError(f"config key {prefix}.frames.end_time: must be after start_time")
+        raise DreamflowError(f"config key {prefix}frames.end_time: must be after start_time")
     if blend["low"] > blend["high"]:
-        raise DreamflowError(f"config key {prefix}.blend.low: {blend['low']} is above blend.high {blend['high']}")
+        raise DreamflowError(f"config key {prefix}blend.low: {blend['low']} is above blend.high {blend['high']}")
     try:
         check_layers(dream["model"], dream["layers"])
     except DreamflowError as error:
-        raise DreamflowError(f"config key {prefix}.dream.layers: {error}") from None
+        raise DreamflowError(f"config key {prefix}dream.layers: {error}") from None
     if dream["weights"] is not None and not os.path.isfile(dream["weights"]):
-        raise DreamflowError(f"config key {prefix}.dream.weights: file not found: {dream['weights']}")
+        raise DreamflowError(f"config key {prefix}dream.weights: file not found: {dream['weights']}")
 
 
 def input_kind(path):

@@ -1,0 +1,237 @@
+"""End to end: real Snakemake, real ffmpeg, real torch, on tiny inputs."""
+
+import os
+import re
+
+import pytest
+from PIL import Image
+
+from conftest import Workflow, copy_workflow, ffprobe_streams, make_video, tiny_config
+
+pytestmark = pytest.mark.workflow
+
+FRAMES = [f"{n:06d}.png" for n in range(1, 7)]
+
+
+def dreamed(flow, frame):
+    return flow.path("work", "tiny", "dreamed", frame)
+
+
+def test_video_keeps_fps_frame_count_and_audio(finished_plain):
+    flow = Workflow(finished_plain)
+    video, audio = ffprobe_streams(flow.path("results", "tiny", "tiny.mp4"))
+    assert video["codec_type"] == "video"
+    assert video["avg_frame_rate"] == "6/1"
+    assert video["nb_frames"] == "6"
+    assert audio["codec_type"] == "audio"
+    assert abs(float(audio["duration"]) - 1.0) < 0.1
+    assert sorted(os.listdir(flow.path("work", "tiny", "dreamed"))) == FRAMES
+
+
+def test_dreamed_frames_differ_from_the_source(finished_plain):
+    flow = Workflow(finished_plain)
+    raw = flow.path("work", "tiny", "frames", "000003.png").read_bytes()
+    assert dreamed(flow, "000003.png").read_bytes() != raw
+
+
+def test_nothing_to_do_on_an_unchanged_rerun(finished_plain, tmp_path):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    assert "Nothing to be done" in result.output
+
+
+def test_deleting_two_frames_reruns_exactly_those_and_encode(finished_plain, tmp_path):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    dreamed(flow, "000002.png").unlink()
+    dreamed(flow, "000005.png").unlink()
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    assert flow.finished(result, "dream_frame") == 2
+    assert flow.dreamed_in_run(result) == [2, 5]
+    assert flow.finished(result, "encode") == 1
+    assert flow.finished(result, "extract_frames") == 0
+
+
+def _dag_edges(flow):
+    # forcing only the dream jobs keeps the finished checkpoint, so every frame job is in the DAG
+    result = flow.run("--dag", "--forcerun", "dream_frame")
+    assert result.returncode == 0, result.output
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "dream_frame\\n[^"]*?frame: (\d+)', result.stdout, re.M))
+    assert len(labels) == 6, result.stdout
+    edges = set(re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M))
+    return {(int(labels[a]), int(labels[b])) for a, b in edges if a in labels and b in labels}
+
+
+def test_blend_chain_is_an_explicit_dag_edge(finished_blend, tmp_path):
+    flow = copy_workflow(finished_blend, tmp_path / "copy")
+    assert _dag_edges(flow) == {(n - 1, n) for n in range(2, 7)}
+
+
+def test_no_blend_has_no_edges_between_frames(finished_plain, tmp_path):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    assert _dag_edges(flow) == set()
+
+
+def test_blend_deleting_frame_k_reruns_k_to_end_only(finished_blend, tmp_path):
+    flow = copy_workflow(finished_blend, tmp_path / "copy")
+    before = {frame: dreamed(flow, frame).read_bytes() for frame in FRAMES[:3]}
+    dreamed(flow, "000004.png").unlink()
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    assert flow.dreamed_in_run(result) == [4, 5, 6]
+    assert {frame: dreamed(flow, frame).read_bytes() for frame in FRAMES[:3]} == before
+
+
+def test_blend_carries_the_previous_dream(finished_plain, finished_blend):
+    plain, blended = Workflow(finished_plain), Workflow(finished_blend)
+    # frame 1 has no predecessor, so blending cannot change it; later frames must differ
+    assert dreamed(plain, "000001.png").read_bytes() == dreamed(blended, "000001.png").read_bytes()
+    assert dreamed(plain, "000004.png").read_bytes() != dreamed(blended, "000004.png").read_bytes()
+
+
+def test_changing_a_dream_parameter_reruns_the_dreams(finished_plain, tmp_path):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    config = flow.read_config()
+    config["dream"]["step_size"] = 3.0
+    flow.write_config(config)
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    assert flow.finished(result, "dream_frame") == 6
+    assert flow.finished(result, "encode") == 1
+
+
+def test_changing_only_encode_quality_reencodes_without_dreaming(finished_plain, tmp_path):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    config = flow.read_config()
+    config["encode"] = {"crf": 30}
+    flow.write_config(config)
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    assert flow.finished(result, "dream_frame") == 0
+    assert flow.finished(result, "encode") == 1
+
+
+def test_same_seed_gives_byte_identical_frames(finished_plain, tmp_path):
+    flow = Workflow(tmp_path)
+    make_video(tmp_path / "tiny.mp4")
+    flow.write_config(tiny_config("tiny.mp4"))
+    assert flow.run().returncode == 0
+    first = Workflow(finished_plain)
+    for frame in FRAMES:
+        assert dreamed(flow, frame).read_bytes() == dreamed(first, frame).read_bytes(), frame
+
+
+def test_frame_range_width_and_audio_trim(workflow):
+    make_video(workflow.path("long.mp4"), frames=12, fps=6, size="96x54")
+    workflow.write_config(tiny_config("long.mp4", frames={"start": 4, "end": 9, "width": 64}))
+    result = workflow.run()
+    assert result.returncode == 0, result.output
+    assert len(os.listdir(workflow.path("work", "tiny", "dreamed"))) == 6
+    assert Image.open(workflow.path("work", "tiny", "dreamed", "000001.png")).size == (64, 36)
+    video, audio = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    assert video["nb_frames"] == "6"
+    assert abs(float(audio["duration"]) - 1.0) < 0.1
+
+
+def test_image_folder_in_natural_order_and_single_image(workflow):
+    folder = workflow.path("shots")
+    folder.mkdir()
+    colours = {"img1.png": (255, 0, 0), "img2.png": (0, 255, 0), "img10.png": (0, 0, 255)}
+    for name, colour in colours.items():
+        Image.new("RGB", (48, 32), colour).save(folder / name)
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(workflow.path("still.jpg"))
+    config = tiny_config("shots")
+    config["inputs"]["still"] = {"path": "still.jpg", "frames": {"format": "png"}}
+    workflow.write_config(config)
+    result = workflow.run()
+    assert result.returncode == 0, result.output
+    second = Image.open(workflow.path("work", "tiny", "frames", "000002.png")).getpixel((5, 5))
+    assert second == (0, 255, 0)  # img2 comes before img10
+    (video,) = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    assert video["nb_frames"] == "3" and video["avg_frame_rate"] == "25/1"
+    assert Image.open(workflow.path("results", "still", "still.png")).size == (40, 30)
+
+
+def test_per_input_override_changes_only_that_input(workflow):
+    make_video(workflow.path("a.mp4"), frames=2)
+    make_video(workflow.path("b.mp4"), frames=2)
+    config = tiny_config("a.mp4")
+    config["inputs"] = {"a": {"path": "a.mp4"}, "b": {"path": "b.mp4", "dream": {"seed": 7}}}
+    workflow.write_config(config)
+    assert workflow.run().returncode == 0
+    config["inputs"]["b"]["dream"]["seed"] = 8
+    workflow.write_config(config)
+    result = workflow.run()
+    assert result.returncode == 0, result.output
+    assert re.findall(r"Dreaming frame \d+ of (\w+)", result.output) == ["b", "b"]
+
+
+# --- errors: one clear line, non-zero exit, nothing left looking complete ---
+
+def _assert_clean_failure(flow, result, message):
+    assert result.returncode != 0
+    assert message in result.output, result.output
+    assert not flow.path("results", "tiny", "tiny.mp4").exists()
+    leftovers = [p for p in flow.directory.rglob("*") if ".partial" in p.name]
+    assert leftovers == []
+
+
+def test_missing_input_stops_before_any_job(workflow):
+    workflow.write_config(tiny_config("nowhere.mp4"))
+    result = workflow.run()
+    _assert_clean_failure(workflow, result, "config key inputs.tiny.path: input not found: nowhere.mp4")
+    assert "Finished jobid" not in result.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file, so unreadable cannot be staged")
+def test_unreadable_input_is_reported(workflow):
+    make_video(workflow.path("locked.mp4"))
+    os.chmod(workflow.path("locked.mp4"), 0)
+    workflow.write_config(tiny_config("locked.mp4"))
+    _assert_clean_failure(workflow, workflow.run(), "input is not readable: locked.mp4")
+
+
+def test_a_file_that_is_not_a_video(workflow):
+    workflow.path("notes.mp4").write_text("these are my notes, not a video\n")
+    workflow.write_config(tiny_config("notes.mp4"))
+    result = workflow.run()
+    _assert_clean_failure(workflow, result, "dreamflow: error: not a video: notes.mp4")
+    assert not workflow.path("work", "tiny", "frames").exists()
+
+
+def test_a_video_with_zero_frames(workflow):
+    # a valid y4m header announcing a 64x36 stream, followed by no frames
+    workflow.path("empty.y4m").write_bytes(b"YUV4MPEG2 W64 H36 F6:1 Ip A1:1 C420jpeg\n")
+    workflow.write_config(tiny_config("empty.y4m"))
+    _assert_clean_failure(workflow, workflow.run(), "dreamflow: error: video has no frames: empty.y4m")
+
+
+def test_missing_ffmpeg_is_named(workflow, tiny_video):
+    workflow.write_config(tiny_config(tiny_video))
+    result = workflow.run(env={"DREAMFLOW_FFPROBE": "no-such-ffprobe", "DREAMFLOW_FFMPEG": "no-such-ffmpeg"})
+    _assert_clean_failure(workflow, result, "ffprobe not found (looked for 'no-such-ffprobe'): install ffmpeg")
+
+
+def test_unknown_model_is_a_config_error(workflow, tiny_video):
+    workflow.write_config(tiny_config(tiny_video, dream={"model": "alexnet"}))
+    result = workflow.run()
+    _assert_clean_failure(workflow, result, "config key dream.model: 'alexnet' is not allowed; allowed values:")
+
+
+def test_unknown_layer_lists_close_matches(workflow, tiny_video):
+    workflow.write_config(tiny_config(tiny_video, dream={"layers": ["blok4"]}))
+    result = workflow.run()
+    _assert_clean_failure(workflow, result, "unknown layer 'blok4' for model efficientnet_lite0 (close matches: block4")
+
+
+def test_typo_in_a_key_suggests_the_right_one(workflow, tiny_video):
+    config = tiny_config(tiny_video)
+    config["dream"]["octave"] = 2
+    workflow.write_config(config)
+    _assert_clean_failure(workflow, workflow.run(), "unknown key 'octave' (did you mean 'octaves'?)")
+
+
+def test_out_of_range_value_names_the_key(workflow, tiny_video):
+    workflow.write_config(tiny_config(tiny_video, encode={"crf": 99}))
+    _assert_clean_failure(workflow, workflow.run(), "config key encode.crf: 99 is greater than the maximum of 51")
