@@ -19,8 +19,13 @@ def _settings(text):
 
 
 def _read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DreamflowError(f"file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise DreamflowError(f"{path} is not valid JSON: {error}") from None
 
 
 def cmd_probe(args):
@@ -72,7 +77,7 @@ def cmd_dream(args):
         if value is not None:
             dream_settings[key] = value
     configuration.validate_section("dream", dream_settings, schema)
-    dreamer = Dreamer(dream_settings, threads=args.threads)
+    dreamer = Dreamer(configuration.resolve_dream(dream_settings), threads=args.threads)
     write_rgb(dreamer.dream_array(read_rgb(args.image)), args.output)
     print(args.output)
 
@@ -155,7 +160,9 @@ def main(argv=None):
     try:
         args.run(args)
     except DreamflowError as error:
-        print(f"dreamflow: error: {error}", file=sys.stderr)
+        # a message listing several problems has one per line; join them to keep one line
+        message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"dreamflow: error: {message}", file=sys.stderr)
         return 1
     return 0
 

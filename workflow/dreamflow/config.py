@@ -11,7 +11,7 @@ import yaml
 
 from .errors import DreamflowError
 from .frames import IMAGE_SUFFIXES, natural_key
-from .models import MODELS, check_layers
+from .models import MODELS, check_layers, resolve_layers
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 SECTIONS = ("dream", "blend", "frames", "encode")
@@ -82,7 +82,8 @@ def validate(config, schema=None):
         raise DreamflowError("config: expected a mapping of keys to values at the top level")
     config = fill_defaults(copy.deepcopy(config), schema, schema)
     _raise_errors(config, schema)
-    _check_settings("", {section: config[section] for section in SECTIONS})
+    global_settings = {section: config[section] for section in SECTIONS}
+    _check_settings("", {**global_settings, "dream": resolve_dream(config["dream"])})
     for name, entry in config["inputs"].items():
         if any(section in entry for section in SECTIONS):
             _check_settings(f"inputs.{name}.", settings_for(config, name))
@@ -102,7 +103,7 @@ def validate_section(section, values, schema=None):
     _raise_errors(values, {**schema["$defs"][section], "$defs": schema["$defs"]}, prefix=section)
     if section == "dream":
         try:
-            check_layers(values["model"], values["layers"])
+            check_layers(values["model"], resolve_layers(values["model"], values["layers"]))
         except DreamflowError as error:
             raise DreamflowError(f"dream.layers: {error}") from None
 
@@ -110,7 +111,14 @@ def validate_section(section, values, schema=None):
 def settings_for(config, name):
     """The effective dream/blend/frames/encode settings of one input: globals, then its overrides."""
     entry = config["inputs"][name]
-    return {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
+    settings = {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
+    settings["dream"] = resolve_dream(settings["dream"])
+    return settings
+
+
+def resolve_dream(dream_settings):
+    """Dream settings with the model's default layers filled in, so jobs see explicit values."""
+    return {**dream_settings, "layers": resolve_layers(dream_settings["model"], dream_settings["layers"])}
 
 
 def _check_settings(prefix, settings):

@@ -61,7 +61,8 @@ def gradient_step(model, objective, image, step_size, jitter, generator):
     score = objective(model.activations(shifted, objective.layers))
     (gradient,) = torch.autograd.grad(score, shifted)
     # normalising by mean |g| makes step_size mean "pixels per step" whatever the layer's scale
-    gradient = gradient / (gradient.abs().mean() + 1e-8)
+    # clamp_min, not "+ eps": tiny but real gradients (random-init nets) must still take full steps
+    gradient = gradient / gradient.abs().mean().clamp_min(1e-30)
     stepped = shifted.detach() + (step_size / 255.0) * gradient
     return torch.roll(stepped, shifts=(-dy, -dx), dims=(2, 3)).clamp_(0.0, 1.0)
 

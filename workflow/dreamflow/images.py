@@ -14,7 +14,7 @@ def read_rgb(path):
     """An image file as a uint8 array of shape (H, W, 3)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy needs one
     except FileNotFoundError:
         raise DreamflowError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError) as error:
@@ -45,6 +45,10 @@ class atomic_path:
         handle, self.temporary = tempfile.mkstemp(
             prefix=".partial-", suffix=Path(self.path).suffix, dir=directory)
         os.close(handle)
+        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temporary, 0o666 & ~umask)
         return self.temporary
 
     def __exit__(self, kind, value, traceback):

@@ -23,15 +23,16 @@ GOOGLENET_LAYERS = (
 class ModelSpec:
     name: str
     layers: tuple
+    default_layers: tuple
     description: str
 
 
 MODELS = {
     "efficientnet_lite0": ModelSpec(
-        "efficientnet_lite0", EFFICIENTNET_LITE0_LAYERS,
+        "efficientnet_lite0", EFFICIENTNET_LITE0_LAYERS, ("block10",),
         "EfficientNet-Lite0, ImageNet weights embedded in a Python package (works offline)"),
     "googlenet": ModelSpec(
-        "googlenet", GOOGLENET_LAYERS,
+        "googlenet", GOOGLENET_LAYERS, ("inception4c",),
         "torchvision GoogLeNet (Inception v1), ImageNet weights from the torch cache or a local file"),
 }
 
@@ -41,6 +42,11 @@ def spec(model):
         return MODELS[model]
     except KeyError:
         raise DreamflowError(f"unknown model '{model}'; available models: {', '.join(sorted(MODELS))}") from None
+
+
+def resolve_layers(model, layers):
+    """The layers to dream on: those asked for, or the model's default when none are."""
+    return list(layers) if layers else list(spec(model).default_layers)
 
 
 def check_layers(model, layers):
@@ -82,14 +88,21 @@ class FeatureModel:
 
 def load_state_dict(path):
     """Load a weights file safely: weights_only=True refuses pickled code."""
+    import pickle
+
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DreamflowError(f"weights file not found: {path}") from None
+    except pickle.UnpicklingError:
+        # torch's own message spans several lines; errors are reported as one line
+        raise DreamflowError(f"weights file {path} could not be loaded as a state dict: it is not a file "
+                             "of tensors only (save model.state_dict(), not the whole model)") from None
     except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise DreamflowError(f"weights file {path} could not be loaded as a state dict: {error}") from None
+        detail = " ".join(str(error).split())
+        raise DreamflowError(f"weights file {path} could not be loaded as a state dict: {detail}") from None
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise DreamflowError(f"weights file {path} is not a state dict (a mapping of names to tensors)")
     return state

@@ -1,0 +1,224 @@
+import json
+import os
+
+import pytest
+
+from dreamflow import config
+from dreamflow.errors import DreamflowError
+
+from unit_helpers import defaults, solid_image
+
+
+def minimal(**sections):
+    return {"inputs": {"clip": {"path": "clip.mp4"}}, **sections}
+
+
+def error_of(raw):
+    with pytest.raises(DreamflowError) as caught:
+        config.validate(raw)
+    return str(caught.value)
+
+
+def test_validate_fills_every_default():
+    validated = config.validate(minimal())
+    assert validated["work_dir"] == "work"
+    assert validated["results_dir"] == "results"
+    assert validated["resources"] == {"dream_threads": 2, "ffmpeg_threads": 2}
+    assert validated["dream"]["model"] == "efficientnet_lite0"
+    assert validated["dream"]["layers"] is None
+    assert config.settings_for(validated, "clip")["dream"]["layers"] == ["block10"]
+    assert validated["dream"]["octaves"] == 3
+    assert validated["blend"]["mode"] == "none"
+    assert validated["frames"]["format"] == "png"
+    assert validated["frames"]["start"] is None
+    assert validated["encode"] == {"codec": "libx264", "crf": 18, "preset": "medium", "audio": True}
+
+
+def test_validate_keeps_given_values_and_does_not_modify_its_argument():
+    raw = minimal(dream={"octaves": 5})
+    snapshot = json.dumps(raw, sort_keys=True)
+    validated = config.validate(raw)
+    assert validated["dream"]["octaves"] == 5
+    assert validated["dream"]["iterations"] == 10
+    assert json.dumps(raw, sort_keys=True) == snapshot
+
+
+def test_validate_requires_inputs():
+    assert "'inputs' is a required property" in error_of({})
+
+
+def test_validate_rejects_a_non_mapping():
+    with pytest.raises(DreamflowError, match="mapping"):
+        config.validate(["inputs"])
+
+
+def test_unknown_top_level_key_is_named_with_a_suggestion():
+    message = error_of(minimal(dreem={}))
+    assert "unknown key 'dreem'" in message
+    assert "did you mean 'dream'?" in message
+
+
+def test_unknown_section_key_is_named_with_its_section_and_a_suggestion():
+    message = error_of(minimal(dream={"layer": ["block1"]}))
+    assert message.startswith("config key dream:")
+    assert "unknown key 'layer' (did you mean 'layers'?)" in message
+    assert "allowed keys:" in message and "iterations" in message
+
+
+def test_unknown_key_in_an_input_override_names_the_input():
+    raw = {"inputs": {"clip": {"path": "clip.mp4", "dream": {"iteration": 3}}}}
+    message = error_of(raw)
+    assert message.startswith("config key inputs.clip.dream:")
+    assert "did you mean 'iterations'?" in message
+
+
+def test_out_of_range_value_names_the_key():
+    message = error_of(minimal(dream={"octaves": 0}))
+    assert message.startswith("config key dream.octaves:")
+    assert "minimum of 1" in message
+    assert error_of(minimal(blend={"factor": 1.5})).startswith("config key blend.factor:")
+    assert error_of(minimal(encode={"crf": 52})).startswith("config key encode.crf:")
+
+
+def test_wrong_type_names_the_key():
+    assert error_of(minimal(frames={"width": "wide"})).startswith("config key frames.width:")
+
+
+def test_every_problem_is_reported_one_per_line():
+    lines = error_of(minimal(dream={"octaves": 0, "iterations": 0})).splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("config key dream.octaves:") for line in lines)
+    assert any(line.startswith("config key dream.iterations:") for line in lines)
+
+
+def test_bad_enum_value_lists_the_allowed_values():
+    message = error_of(minimal(dream={"model": "vgg16"}))
+    assert message.startswith("config key dream.model: 'vgg16' is not allowed")
+    assert "allowed values: efficientnet_lite0, googlenet" in message
+
+
+def test_bad_enum_value_in_an_override_names_the_input():
+    raw = {"inputs": {"clip": {"path": "clip.mp4", "encode": {"preset": "quick"}}}}
+    message = error_of(raw)
+    assert message.startswith("config key inputs.clip.encode.preset:")
+    assert "ultrafast" in message and "veryslow" in message
+
+
+def test_override_of_one_dream_key_keeps_the_other_global_dream_keys():
+    raw = {"inputs": {"a": {"path": "a.mp4", "dream": {"iterations": 3}}, "b": {"path": "b.mp4"}},
+           "dream": {"octaves": 2, "layers": ["block4"]}}
+    validated = config.validate(raw)
+    assert validated["inputs"]["a"]["dream"] == {"iterations": 3}
+    a, b = config.settings_for(validated, "a"), config.settings_for(validated, "b")
+    assert a["dream"]["iterations"] == 3
+    assert a["dream"]["octaves"] == 2
+    assert a["dream"]["layers"] == ["block4"]
+    assert a["dream"]["step_size"] == 1.5
+    assert b["dream"]["iterations"] == 10
+    assert a["blend"] == b["blend"] == validated["blend"]
+
+
+def test_start_and_start_time_together_are_rejected():
+    assert error_of(minimal(frames={"start": 2, "start_time": 1.0})) == (
+        "config key frames: set start or start_time, not both")
+
+
+def test_end_and_end_time_together_are_rejected():
+    assert "set end or end_time, not both" in error_of(minimal(frames={"end": 4, "end_time": 1.0}))
+
+
+def test_cross_field_check_sees_an_override_merged_with_the_globals():
+    raw = {"inputs": {"clip": {"path": "clip.mp4", "frames": {"start_time": 1.0}}}, "frames": {"start": 2}}
+    assert error_of(raw) == "config key inputs.clip.frames: set start or start_time, not both"
+
+
+def test_end_before_start_is_rejected():
+    assert error_of(minimal(frames={"start": 5, "end": 4})).startswith("config key frames.end:")
+    assert error_of(minimal(frames={"start_time": 2.0, "end_time": 1.0})).startswith(
+        "config key frames.end_time:")
+
+
+def test_blend_low_above_high_is_rejected():
+    message = error_of(minimal(blend={"low": 0.9, "high": 0.2}))
+    assert message.startswith("config key blend.low:")
+    assert "0.9" in message and "0.2" in message
+
+
+def test_unknown_layer_is_rejected_with_close_matches():
+    message = error_of(minimal(dream={"layers": ["block100"]}))
+    assert message.startswith("config key dream.layers: unknown layer 'block100'")
+    assert "close matches: block10" in message
+
+
+def test_default_layers_follow_the_overridden_model():
+    validated = config.validate({"inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}}})
+    assert config.settings_for(validated, "clip")["dream"]["layers"] == ["inception4c"]
+
+
+def test_layer_is_checked_against_the_overridden_model():
+    raw = {"inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}}, "dream": {"layers": ["block10"]}}
+    message = error_of(raw)
+    assert message.startswith("config key inputs.clip.dream.layers: unknown layer 'block10' for model googlenet")
+
+
+def test_layers_of_googlenet_are_accepted():
+    validated = config.validate(minimal(dream={"model": "googlenet", "layers": ["inception4c", "inception3b"]}))
+    assert validated["dream"]["layers"] == ["inception4c", "inception3b"]
+
+
+def test_missing_weights_file_is_rejected(tmp_path):
+    missing = str(tmp_path / "nope.pth")
+    assert error_of(minimal(dream={"weights": missing})) == (
+        f"config key dream.weights: file not found: {missing}")
+
+
+def test_existing_weights_file_passes_validation(tmp_path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"checked when loaded, not here")
+    assert config.validate(minimal(dream={"weights": str(weights)}))["dream"]["weights"] == str(weights)
+
+
+def test_validate_section_checks_values_and_layers():
+    config.validate_section("dream", defaults("dream"))
+    with pytest.raises(DreamflowError, match=r"^config key dream\.iterations:"):
+        config.validate_section("dream", defaults("dream", iterations=0))
+    with pytest.raises(DreamflowError, match=r"^dream\.layers: unknown layer 'head2'"):
+        config.validate_section("dream", defaults("dream", layers=["head2"]))
+
+
+def test_check_inputs_reports_each_kind(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"kind is decided by the name; probing happens later")
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    solid_image(folder / "a.png", "red")
+    image = solid_image(tmp_path / "still.jpg", "blue")
+    raw = {"inputs": {"v": {"path": str(video)}, "f": {"path": str(folder)}, "i": {"path": image}}}
+    assert config.check_inputs(config.validate(raw)) == {"v": "video", "f": "folder", "i": "image"}
+
+
+def test_check_inputs_names_a_missing_path(tmp_path):
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(DreamflowError) as caught:
+        config.check_inputs(config.validate({"inputs": {"clip": {"path": missing}}}))
+    assert str(caught.value) == f"config key inputs.clip.path: input not found: {missing}"
+
+
+def test_check_inputs_rejects_a_folder_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    with pytest.raises(DreamflowError, match=r"^config key inputs\.shots\.path: input folder has no images"):
+        config.check_inputs(config.validate({"inputs": {"shots": {"path": str(tmp_path)}}}))
+
+
+def test_folder_images_are_in_natural_order_without_hidden_or_other_files(tmp_path):
+    for name in ("img10.png", "img2.jpg", "img1.PNG", ".img0.png", "notes.txt", "img3.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "img4.png").mkdir()
+    found = [os.path.basename(path) for path in config.folder_images(str(tmp_path))]
+    assert found == ["img1.PNG", "img2.jpg", "img10.png"]
+
+
+def test_canonical_json_is_independent_of_key_order():
+    assert config.canonical_json({"b": 1, "a": [1, 2]}) == config.canonical_json({"a": [1, 2], "b": 1})
+    assert config.canonical_json({"a": 1}) != config.canonical_json({"a": 2})

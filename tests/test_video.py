@@ -1,0 +1,236 @@
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from dreamflow import video
+from dreamflow.errors import DreamflowError
+from dreamflow.images import read_rgb
+
+from unit_helpers import (VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, defaults, ffprobe_streams, make_audio,
+                          make_video, solid_image)
+
+ENCODE = defaults("encode", preset="ultrafast")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def clip_probe(clip):
+    return video.probe(clip)
+
+
+def frames_of(folder):
+    return [read_rgb(os.path.join(folder, name)) for name in sorted(os.listdir(folder))]
+
+
+def stream(streams, kind):
+    return next((s for s in streams if s["codec_type"] == kind), None)
+
+
+def test_probe_reports_fps_size_frame_count_and_audio(clip, clip_probe):
+    assert clip_probe["kind"] == "video"
+    assert clip_probe["path"] == clip
+    assert clip_probe["fps"] == str(VIDEO_FPS)
+    assert (clip_probe["width"], clip_probe["height"]) == (VIDEO_WIDTH, VIDEO_HEIGHT)
+    assert clip_probe["frame_count"] == VIDEO_FRAMES
+    assert clip_probe["rotation"] == 0
+    assert clip_probe["audio"]["codec"] == "aac"
+
+
+def test_probe_of_a_silent_video_reports_no_audio(tmp_path):
+    assert video.probe(make_video(tmp_path / "silent.mp4", audio=False))["audio"] is None
+
+
+def test_probe_of_a_text_file_named_mp4_says_not_a_video(tmp_path):
+    path = tmp_path / "fake.mp4"
+    path.write_text("definitely not a video\n")
+    with pytest.raises(DreamflowError, match="^" + re.escape(f"not a video: {path}")):
+        video.probe(str(path))
+
+
+def test_probe_of_an_audio_only_file_says_it_has_no_video_stream(tmp_path):
+    path = make_audio(tmp_path / "tone.m4a")
+    with pytest.raises(DreamflowError, match="no video stream"):
+        video.probe(path)
+
+
+def test_probe_of_a_folder_lists_images_in_natural_order(tmp_path):
+    for name in ("img10.png", "img2.png", "img1.png"):
+        solid_image(tmp_path / name, "red", size=(20, 10))
+    probed = video.probe(str(tmp_path))
+    assert probed["kind"] == "folder"
+    assert [os.path.basename(f) for f in probed["files"]] == ["img1.png", "img2.png", "img10.png"]
+    assert (probed["frame_count"], probed["fps"], probed["width"], probed["height"]) == (3, "25", 20, 10)
+
+
+def test_probe_without_ffprobe_says_ffprobe_not_found(clip, monkeypatch, tmp_path):
+    monkeypatch.setenv("DREAMFLOW_FFPROBE", str(tmp_path / "no-such-ffprobe"))
+    with pytest.raises(DreamflowError, match="^ffprobe not found") as caught:
+        video.probe(clip)
+    assert "DREAMFLOW_FFPROBE" in str(caught.value)
+
+
+def test_extract_writes_every_frame_at_source_size(clip_probe, tmp_path):
+    out = tmp_path / "frames"
+    assert video.extract(clip_probe, defaults("frames"), str(out)) == VIDEO_FRAMES
+    assert sorted(os.listdir(out)) == [f"{n:06d}.png" for n in range(1, VIDEO_FRAMES + 1)]
+    assert read_rgb(out / "000001.png").shape == (VIDEO_HEIGHT, VIDEO_WIDTH, 3)
+
+
+def test_extract_frame_range_with_width_gives_those_source_frames_scaled(clip_probe, tmp_path):
+    every = tmp_path / "every"
+    video.extract(clip_probe, defaults("frames", width=32), str(every))
+    part = tmp_path / "part"
+    count = video.extract(clip_probe, defaults("frames", width=32, start=2, end=4), str(part))
+    assert count == 3
+    assert sorted(os.listdir(part)) == ["000001.png", "000002.png", "000003.png"]
+    extracted, sources = frames_of(part), frames_of(every)[1:4]
+    assert all(frame.shape == (18, 32, 3) for frame in extracted)
+    for frame, source in zip(extracted, sources):
+        np.testing.assert_array_equal(frame, source)
+
+
+def test_extract_time_range_gives_the_frames_of_that_span(clip_probe, tmp_path):
+    every = tmp_path / "every"
+    video.extract(clip_probe, defaults("frames"), str(every))
+    part = tmp_path / "part"
+    # at 6 fps, 0.2 s lies in frame 2 and 0.5 s is the (exclusive) start of frame 4
+    assert video.extract(clip_probe, defaults("frames", start_time=0.2, end_time=0.5), str(part)) == 2
+    for frame, source in zip(frames_of(part), frames_of(every)[1:3]):
+        np.testing.assert_array_equal(frame, source)
+
+
+def test_extract_jpg_frames(clip_probe, tmp_path):
+    out = tmp_path / "jpg"
+    assert video.extract(clip_probe, defaults("frames", format="jpg", end=2), str(out)) == 2
+    assert sorted(os.listdir(out)) == ["000001.jpg", "000002.jpg"]
+
+
+def test_extract_with_a_range_past_the_end_fails_and_leaves_no_folder(clip_probe, tmp_path):
+    out = tmp_path / "frames"
+    with pytest.raises(DreamflowError, match="frames.start is past the last frame"):
+        video.extract(clip_probe, defaults("frames", start=VIDEO_FRAMES + 1), str(out))
+    assert os.listdir(tmp_path) == []
+
+
+def test_extract_replaces_an_older_extraction(clip_probe, tmp_path):
+    out = tmp_path / "frames"
+    video.extract(clip_probe, defaults("frames"), str(out))
+    video.extract(clip_probe, defaults("frames", end=2), str(out))
+    assert sorted(os.listdir(out)) == ["000001.png", "000002.png"]
+    assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
+def test_extract_image_folder_in_natural_order_at_the_first_image_size(tmp_path):
+    source = tmp_path / "shots"
+    source.mkdir()
+    colours = {"img1.png": (255, 0, 0), "img2.png": (0, 255, 0), "img10.jpg": (0, 0, 255)}
+    for name, colour in colours.items():
+        solid_image(source / name, colour, size=(40, 20) if name == "img2.png" else (20, 10))
+    solid_image(source / ".img0.png", (9, 9, 9))
+    (source / "notes.txt").write_text("skip me")
+    out = tmp_path / "frames"
+    assert video.extract(video.probe(str(source)), defaults("frames"), str(out)) == 3
+    frames = frames_of(out)
+    assert all(frame.shape == (10, 20, 3) for frame in frames)
+    means = [frame.reshape(-1, 3).mean(axis=0) for frame in frames]
+    assert [int(np.argmax(mean)) for mean in means] == [0, 1, 2]
+
+
+def test_extract_image_folder_range(tmp_path):
+    source = tmp_path / "shots"
+    source.mkdir()
+    for number in range(1, 6):
+        solid_image(source / f"img{number}.png", (number * 40, 0, 0), size=(16, 16))
+    out = tmp_path / "frames"
+    assert video.extract(video.probe(str(source)), defaults("frames", start=2, end=3), str(out)) == 2
+    assert [int(frame[0, 0, 0]) for frame in frames_of(out)] == [80, 120]
+
+
+def test_extract_single_image(tmp_path):
+    image = solid_image(tmp_path / "still.png", (10, 20, 30), size=(50, 30))
+    out = tmp_path / "frames"
+    assert video.extract(video.probe(image), defaults("frames"), str(out)) == 1
+    assert os.listdir(out) == ["000001.png"]
+    assert read_rgb(out / "000001.png")[0, 0].tolist() == [10, 20, 30]
+    scaled = tmp_path / "scaled"
+    video.extract(video.probe(image), defaults("frames", width=20), str(scaled))
+    assert read_rgb(scaled / "000001.png").shape == (12, 20, 3)
+
+
+def test_encode_keeps_fps_frame_count_and_audio(clip_probe, tmp_path):
+    settings = defaults("frames")
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
+    output = tmp_path / "out.mp4"
+    video.encode(clip_probe, settings, ENCODE, paths, str(output))
+    streams = ffprobe_streams(output)
+    picture, sound = stream(streams, "video"), stream(streams, "audio")
+    assert picture["avg_frame_rate"] == f"{VIDEO_FPS}/1"
+    assert int(picture["nb_read_frames"]) == VIDEO_FRAMES
+    assert (picture["width"], picture["height"]) == (VIDEO_WIDTH, VIDEO_HEIGHT)
+    assert sound is not None and sound["codec_name"] == "aac"
+    assert float(sound["duration"]) == pytest.approx(VIDEO_FRAMES / VIDEO_FPS, abs=0.1)
+    assert sorted(os.listdir(tmp_path)) == ["frames", "out.mp4"]
+
+
+def test_encode_of_a_range_trims_the_audio_to_the_frames(clip_probe, tmp_path):
+    settings = defaults("frames", start=2, end=4)
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
+    video.encode(clip_probe, settings, ENCODE, paths, str(tmp_path / "out.mp4"))
+    streams = ffprobe_streams(tmp_path / "out.mp4")
+    assert int(stream(streams, "video")["nb_read_frames"]) == 3
+    assert float(stream(streams, "audio")["duration"]) == pytest.approx(3 / VIDEO_FPS, abs=0.1)
+
+
+def test_encode_without_audio_when_disabled(clip_probe, tmp_path):
+    settings = defaults("frames", end=2)
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
+    video.encode(clip_probe, settings, {**ENCODE, "audio": False}, paths, str(tmp_path / "out.mp4"))
+    streams = ffprobe_streams(tmp_path / "out.mp4")
+    assert stream(streams, "audio") is None
+    assert int(stream(streams, "video")["nb_read_frames"]) == 2
+
+
+def test_encode_uses_only_the_listed_frames(clip_probe, tmp_path):
+    settings = defaults("frames")
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())[:4]
+    video.encode(clip_probe, settings, ENCODE, paths, str(tmp_path / "out.mp4"))
+    assert int(stream(ffprobe_streams(tmp_path / "out.mp4"), "video")["nb_read_frames"]) == 4
+
+
+def test_encode_of_odd_sized_frames_crops_to_even_sides(tmp_path):
+    image = solid_image(tmp_path / "still.png", (200, 100, 50), size=(33, 21))
+    settings = defaults("frames")
+    probed = video.probe(image)
+    video.extract(probed, settings, str(tmp_path / "frames"))
+    video.encode(probed, settings, ENCODE, [str(tmp_path / "frames" / "000001.png")], str(tmp_path / "out.mp4"))
+    picture = stream(ffprobe_streams(tmp_path / "out.mp4"), "video")
+    assert (picture["width"], picture["height"], int(picture["nb_read_frames"])) == (32, 20, 1)
+
+
+def test_write_probe_writes_json(clip, tmp_path):
+    video.write_probe(clip, str(tmp_path / "probe.json"))
+    assert json.loads((tmp_path / "probe.json").read_text())["frame_count"] == VIDEO_FRAMES
+
+
+def test_a_rotated_phone_video_is_probed_and_extracted_upright(clip, tmp_path):
+    """A 90-degree display matrix (as phones write) swaps width and height; frames come out upright."""
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", clip, "-c", "copy", "-metadata:s:v", "rotate=90",
+                    str(rotated)], check=True)
+    probed = video.probe(str(rotated))
+    assert probed["rotation"] in (90, 270)
+    assert (probed["width"], probed["height"]) == (VIDEO_HEIGHT, VIDEO_WIDTH)
+    video.extract(probed, defaults("frames"), str(tmp_path / "frames"))
+    assert read_rgb(tmp_path / "frames" / "000001.png").shape[:2] == (VIDEO_WIDTH, VIDEO_HEIGHT)
