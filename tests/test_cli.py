@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import torch
+import torchvision
 
 from dreamflow import models
 from dreamflow.images import read_rgb, write_rgb
@@ -13,9 +14,9 @@ from unit_helpers import pattern_array
 FAST = ["--octaves", "1", "--iterations", "2", "--jitter", "4", "--device", "cpu", "--threads", "2"]
 
 
-def dreamflow(*arguments, cwd=None):
+def dreamflow(*arguments, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "dreamflow", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd)
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def assert_one_line_error(result):
@@ -27,18 +28,72 @@ def assert_one_line_error(result):
     return lines[0]
 
 
-def test_layers_of_googlenet_are_listed_one_per_line():
+def test_layers_of_googlenet_are_listed_one_per_line_with_shapes_and_the_default_marked():
     result = dreamflow("layers", "--model", "googlenet")
-    assert result.returncode == 0
-    assert result.stdout.splitlines() == list(models.GOOGLENET_LAYERS)
-    assert "inception4c" in result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [row[0] for row in rows] == list(models.GOOGLENET_LAYERS)
+    assert rows[0] == ["conv1", "64 x 112 x 112"]  # 224x224 by default
+    assert [row[0] for row in rows if row[-1] == "default"] == ["inception4c"]
+    assert ["inception4c", "512 x 14 x 14", "default"] in rows
+
+
+def test_layers_of_vgg16_at_a_given_size():
+    result = dreamflow("layers", "--model", "vgg16", "--size", "64x64")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "conv1_1\t64 x 64 x 64"
+    assert "relu4_3\t512 x 8 x 8\tdefault" in lines
+    assert lines[-1] == "pool5\t512 x 2 x 2"
+
+
+def test_layers_a_small_input_cannot_reach_are_marked():
+    result = dreamflow("layers", "--model", "inception_v3", "--size", "64x48")
+    assert result.returncode == 0, result.stderr
+    assert "mixed_7c\t(a 64x48 input is too small)" in result.stdout.splitlines()
+
+
+def test_layers_with_a_malformed_size_is_a_usage_error():
+    result = dreamflow("layers", "--model", "vgg16", "--size", "64")
+    assert result.returncode == 2
+    assert "expected HEIGHTxWIDTH" in result.stderr
 
 
 def test_models_are_listed_with_descriptions():
     result = dreamflow("models")
     assert result.returncode == 0
     names = [line.split("\t")[0] for line in result.stdout.splitlines()]
-    assert names == ["efficientnet_lite0", "googlenet"]
+    assert names == ["efficientnet_lite0", "googlenet", "inception_v3", "resnet50", "vgg16", "vgg19"]
+
+
+def test_fetch_models_from_a_local_file_fills_the_cache_that_build_reads(tmp_path, monkeypatch):
+    state = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
+    torch.save(state, tmp_path / "downloaded.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache_file = models.weights_cache_file("googlenet")
+    result = dreamflow("fetch-models", "--model", "googlenet", "--from", tmp_path / "downloaded.pth")
+    assert result.returncode == 0, result.stderr
+    assert cache_file in result.stdout
+    model = models.build("googlenet")
+    assert torch.equal(dict(model.stages)["conv1"].conv.weight, state["conv1.conv.weight"])
+    again = dreamflow("fetch-models", "--model", "googlenet", "--model", "efficientnet_lite0")
+    assert again.returncode == 0, again.stderr
+    assert "already in the cache" in again.stdout and "nothing to fetch" in again.stdout
+
+
+def test_fetch_models_of_a_corrupt_file_is_a_one_line_error_leaving_the_cache_empty(tmp_path):
+    (tmp_path / "corrupt.pth").write_bytes(b"PK\x03\x04 truncated")
+    result = dreamflow("fetch-models", "--model", "vgg16", "--from", tmp_path / "corrupt.pth",
+                       env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert str(tmp_path / "corrupt.pth") in assert_one_line_error(result)
+    assert os.listdir(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+def test_fetch_models_rejects_an_unknown_model_and_one_file_for_several_models(tmp_path):
+    line = assert_one_line_error(dreamflow("fetch-models", "--model", "vgg"))
+    assert "unknown model 'vgg'" in line and "all" in line
+    line = assert_one_line_error(dreamflow("fetch-models", "--model", "all", "--from", tmp_path / "x.pth"))
+    assert "exactly one --model" in line
 
 
 def test_layers_of_an_unknown_model_is_a_one_line_error():

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from dreamflow.dreamstep import Dreamer, blended_input, dream_frame_file, pick_device
+from dreamflow.dreamstep import Dreamer, blended_input, dream_frame_file, pick_device, zoomed_input
 from dreamflow.errors import DreamflowError
-from dreamflow.images import read_rgb, write_rgb
+from dreamflow import engine
+from dreamflow.images import read_rgb, to_tensor, write_rgb
 
 from unit_helpers import defaults, pattern_array
 
@@ -78,3 +79,139 @@ def test_blended_frame_uses_its_previous_dream(dreamer, tmp_path):
         dream_frame_file(dreamer, str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"), 2, blend,
                          previous_path=str(tmp_path / "previous.png"))
     np.testing.assert_array_equal(read_rgb(tmp_path / "a-out.png"), read_rgb(tmp_path / "b-out.png"))
+
+
+# ---- objectives, layer schedules and guides ----
+
+def test_layers_may_be_channel_terms_and_mappings():
+    dreamer = Dreamer({**FAST_DREAM, "layers": ["block3:5", {"layer": "block4", "weight": 0.5}]}, threads=2)
+    assert dreamer.objective_for_frame(1).layers == ["block3", "block4"]
+
+
+def test_no_layers_means_the_model_default():
+    dreamer = Dreamer({**FAST_DREAM, "layers": None}, threads=2)
+    assert dreamer.objective_for_frame(1).layers == ["block10"]
+
+
+def test_every_scheduled_layer_is_checked_before_any_frame():
+    settings = {**FAST_DREAM, "layer_schedule": {"mode": "cycle", "layers": ["block3", ["block4", "block99:2"]]}}
+    with pytest.raises(DreamflowError, match="unknown layer 'block99' for model efficientnet_lite0"):
+        Dreamer(settings)
+
+
+def test_a_bad_schedule_names_the_config_key():
+    with pytest.raises(DreamflowError, match=r"dream\.layer_schedule: unknown layer schedule mode 'bounce'"):
+        Dreamer({**FAST_DREAM, "layer_schedule": {"mode": "bounce", "layers": ["block3"]}})
+
+
+def test_an_unknown_start_is_an_error():
+    with pytest.raises(DreamflowError, match=r"dream\.start: 'blank' is not allowed"):
+        Dreamer({**FAST_DREAM, "start": "blank"})
+
+
+@pytest.fixture(scope="module")
+def scheduled():
+    schedule = {"mode": "cycle", "layers": ["block3", "block5", "block3"]}
+    return Dreamer({**FAST_DREAM, "layer_schedule": schedule}, threads=2)
+
+
+def test_a_layer_schedule_dreams_each_frame_with_its_layer(dreamer, scheduled):
+    block5 = Dreamer({**FAST_DREAM, "layers": ["block5"]}, threads=2)
+    frame = pattern_array().copy()
+    first, second = scheduled.dream_array(frame, 1), scheduled.dream_array(frame, 2)
+    np.testing.assert_array_equal(first, dreamer.dream_array(frame))  # dreamer: block3 on every frame
+    np.testing.assert_array_equal(second, block5.dream_array(frame))
+    assert not np.array_equal(first, second)
+
+
+def test_objectives_are_built_once_per_distinct_term_list(scheduled):
+    assert scheduled.objective_for_frame(1) is scheduled.objective_for_frame(3)
+    assert scheduled.objective_for_frame(1) is not scheduled.objective_for_frame(2)
+
+
+def test_dream_frame_file_follows_the_schedule(dreamer, scheduled, tmp_path):
+    write_rgb(pattern_array(), tmp_path / "frame.png")
+    for number in (1, 2):
+        dream_frame_file(scheduled, str(tmp_path / "frame.png"), str(tmp_path / f"{number}.png"), number,
+                         defaults("blend"))
+    dream_frame_file(dreamer, str(tmp_path / "frame.png"), str(tmp_path / "fixed.png"), 2, defaults("blend"))
+    np.testing.assert_array_equal(read_rgb(tmp_path / "1.png"), read_rgb(tmp_path / "fixed.png"))
+    assert not np.array_equal(read_rgb(tmp_path / "2.png"), read_rgb(tmp_path / "fixed.png"))
+
+
+def test_a_guide_turns_layer_terms_into_guide_terms(tmp_path):
+    write_rgb(pattern_array(seed=5), tmp_path / "guide.png")
+    guided = Dreamer({**FAST_DREAM, "layers": ["block10"], "guide": str(tmp_path / "guide.png")}, threads=2)
+    objective = guided.objective_for_frame(1)
+    guide_score = engine.score(guided.model, objective, to_tensor(pattern_array(seed=5).copy()))
+    assert guide_score > engine.score(guided.model, objective, to_tensor(pattern_array(seed=6).copy()))
+    plain = Dreamer({**FAST_DREAM, "layers": ["block10"]}, threads=2)
+    frame = pattern_array(seed=6).copy()
+    assert not np.array_equal(guided.dream_array(frame), plain.dream_array(frame))
+
+
+# ---- noise start and zoom animation ----
+
+@pytest.fixture(scope="module")
+def noise_dreamer():
+    return Dreamer({**FAST_DREAM, "start": "noise"}, threads=2)
+
+
+def test_noise_start_dreams_seeded_noise_of_the_frame_size(noise_dreamer, tmp_path):
+    """The frame only gives the size: two different frames dream to the same picture."""
+    write_rgb(pattern_array(seed=1), tmp_path / "a.png")
+    write_rgb(pattern_array(seed=2), tmp_path / "b.png")
+    for name in ("a", "b"):
+        dream_frame_file(noise_dreamer, str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"), 1,
+                         defaults("blend"))
+    dreamed = read_rgb(tmp_path / "a-out.png")
+    assert dreamed.shape == pattern_array().shape
+    np.testing.assert_array_equal(dreamed, read_rgb(tmp_path / "b-out.png"))
+
+
+def test_noise_differs_from_frame_to_frame_and_rerun_to_rerun(noise_dreamer):
+    frame = pattern_array()
+    first, second = noise_dreamer.start_array(frame, 1), noise_dreamer.start_array(frame, 2)
+    assert first.shape == frame.shape and first.dtype == np.uint8
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, noise_dreamer.start_array(frame, 1))
+
+
+def test_image_start_dreams_the_frame_itself(dreamer):
+    frame = pattern_array()
+    assert dreamer.start_array(frame, 3) is frame
+
+
+ZOOM = {"factor": 1.1, "angle": 2.0}
+
+
+def test_zoom_animation_dreams_the_zoomed_previous_dream_without_a_frame(dreamer, tmp_path):
+    write_rgb(pattern_array(seed=3), tmp_path / "previous.png")
+    dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 2, defaults("blend"),
+                     previous_path=str(tmp_path / "previous.png"), zoom=ZOOM)
+    expected = dreamer.dream_array(zoomed_input(read_rgb(tmp_path / "previous.png"), ZOOM), 2)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "out.png"), expected)
+
+
+def test_zoom_animation_starts_from_the_first_frame(dreamer, tmp_path):
+    write_rgb(pattern_array(seed=1), tmp_path / "frame.png")
+    for zoom, name in ((ZOOM, "zoomed"), (None, "plain")):
+        dream_frame_file(dreamer, str(tmp_path / "frame.png"), str(tmp_path / f"{name}.png"), 1,
+                         defaults("blend"), zoom=zoom)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "zoomed.png"), read_rgb(tmp_path / "plain.png"))
+
+
+def test_zoom_without_the_previous_dream_is_an_error(dreamer, tmp_path):
+    with pytest.raises(DreamflowError, match="zoom animation needs the previous dreamed frame for frame 4"):
+        dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 4, defaults("blend"), zoom=ZOOM)
+
+
+def test_zoomed_input_keeps_the_size_and_factor_one_changes_nothing():
+    previous = pattern_array(seed=3).copy()
+    assert zoomed_input(previous, ZOOM).shape == previous.shape
+    np.testing.assert_array_equal(zoomed_input(previous, {"factor": 1.0}), previous)
+
+
+def test_a_missing_frame_without_zoom_is_an_error(dreamer, tmp_path):
+    with pytest.raises(DreamflowError, match="frame 2 has no input frame"):
+        dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 2, defaults("blend"))

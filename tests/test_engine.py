@@ -1,7 +1,11 @@
+import re
+
+import numpy as np
 import pytest
 import torch
 
 from dreamflow import engine, models, objectives
+from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
 
 from unit_helpers import defaults, pattern_array
@@ -89,3 +93,159 @@ def test_dream_leaves_its_input_untouched(lite0, image):
 def test_score_needs_no_gradients(lite0, image):
     value = engine.score(lite0, objectives.layers_l2(["block2"]), image.requires_grad_(False))
     assert isinstance(value, float) and value > 0
+
+
+def test_dream_params_ignore_other_settings_and_read_tile_size():
+    settings = defaults("dream", tile_size=256, guide="g.png", start="noise", layer_schedule=None)
+    assert engine.DreamParams.from_settings(settings).tile_size == 256
+    without = {key: value for key, value in settings.items() if key != "tile_size"}
+    assert engine.DreamParams.from_settings(without).tile_size is None
+
+
+def test_dream_params_reject_tiles_too_small_to_have_a_core():
+    message = rf"dream\.tile_size: 127 is too small.*at least {engine.MIN_TILE_SIZE}"
+    with pytest.raises(DreamflowError, match=message):
+        engine.DreamParams(tile_size=127)
+
+
+# ---- objectives through the engine ----
+
+def test_channel_dream_raises_that_channel_more_than_a_layer_dream_does(lite0, image):
+    def channel_mean(picture):
+        with torch.no_grad():
+            return float(lite0.activations(picture, ["block10"])["block10"][0, 97].mean())
+
+    params = engine.DreamParams(**{**FAST, "jitter": 0})
+    channel_dream = engine.dream(lite0, objectives.parse("block10:97"), image, params)
+    layer_dream = engine.dream(lite0, objectives.parse("block10"), image, params)
+    assert channel_mean(channel_dream) > channel_mean(image) + 2.0
+    assert channel_mean(channel_dream) > channel_mean(layer_dream) + 2.0
+
+
+def test_a_channel_beyond_the_layer_is_a_clear_error(lite0, image):
+    message = "channel 999 of layer block10 is out of range: it has 112 channels (0-111)"
+    with pytest.raises(DreamflowError, match=re.escape(message)):
+        engine.dream(lite0, objectives.parse("block10:999"), image, engine.DreamParams(**FAST))
+
+
+# ---- noise start ----
+
+def test_noise_image_is_reproducible_by_seed_and_differs_between_seeds():
+    assert torch.equal(engine.noise_image(17, 29, seed=4), engine.noise_image(17, 29, seed=4))
+    assert not torch.equal(engine.noise_image(17, 29, seed=4), engine.noise_image(17, 29, seed=5))
+
+
+@pytest.mark.parametrize("height, width", [(17, 29), (1, 1), (64, 36)])
+def test_noise_image_is_grey_plus_moderate_noise_of_any_size(height, width):
+    noise = engine.noise_image(height, width, seed=0)
+    assert noise.shape == (1, 3, height, width)
+    assert noise.min() >= 0.5 - engine.NOISE_AMPLITUDE and noise.max() <= 0.5 + engine.NOISE_AMPLITUDE
+    assert 0.0 <= float(noise.min()) and float(noise.max()) <= 1.0
+
+
+def test_noise_image_is_centred_on_grey_and_not_flat():
+    noise = engine.noise_image(64, 64, seed=0)
+    assert float(noise.mean()) == pytest.approx(0.5, abs=0.01)
+    assert float(noise.std()) > 0.02
+
+
+# ---- tiling ----
+
+GRIDS = [
+    # height, width, tile_size, overlap, offset_y, offset_x
+    (100, 130, 40, 5, 0, 0),
+    (100, 130, 40, 5, 7, 29),
+    (1080, 1920, 512, 64, 96, 352),
+    (37, 300, 64, 8, 3, 47),  # one axis fits in a tile, the other does not
+    (513, 513, 512, 64, 0, 383),
+]
+
+
+@pytest.mark.parametrize("height, width, tile_size, overlap, offset_y, offset_x", GRIDS)
+def test_tile_cores_cover_every_pixel_exactly_once(height, width, tile_size, overlap, offset_y, offset_x):
+    counts = np.zeros((height, width), int)
+    for (top, left, bottom, right), _ in engine.tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
+        counts[top:bottom, left:right] += 1
+    assert (counts == 1).all()
+
+
+@pytest.mark.parametrize("height, width, tile_size, overlap, offset_y, offset_x", GRIDS)
+def test_padded_tiles_hold_their_core_plus_the_margin_inside_the_image(
+        height, width, tile_size, overlap, offset_y, offset_x):
+    for core, padded in engine.tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
+        top, left, bottom, right = core
+        pad_top, pad_left, pad_bottom, pad_right = padded
+        assert 0 <= pad_top <= top < bottom <= pad_bottom <= height
+        assert 0 <= pad_left <= left < right <= pad_right <= width
+        assert pad_bottom - pad_top <= tile_size and pad_right - pad_left <= tile_size
+        if height > tile_size:
+            assert pad_top == max(0, top - overlap) and pad_bottom == min(height, bottom + overlap)
+        if width > tile_size:
+            assert pad_left == max(0, left - overlap) and pad_right == min(width, right + overlap)
+
+
+def test_tile_grid_offsets_move_the_seams():
+    def seams(offset_x):
+        return {core[1] for core, _ in engine.tile_grid(100, 300, 64, 8, 0, offset_x)} - {0}
+
+    assert seams(0) == {48, 96, 144, 192, 240, 288}
+    assert seams(10) == {10, 58, 106, 154, 202, 250, 298}
+
+
+def test_an_image_that_fits_is_one_tile():
+    assert engine.tile_grid(60, 80, 128, 16, 5, 7) == [((0, 0, 60, 80), (0, 0, 60, 80))]
+
+
+def test_aligned_inputs_give_aligned_tile_edges():
+    tile, overlap = engine.tile_layout(512)
+    for core, padded in engine.tile_grid(1080, 1920, tile, overlap, 96, 352):
+        for edge, size in zip(core + padded, (1080, 1920) * 4):
+            assert edge % engine.TILE_ALIGN == 0 or edge == size
+
+
+@pytest.mark.parametrize("requested", [engine.MIN_TILE_SIZE, 200, 512, 1000])
+def test_tile_layout_is_aligned_and_leaves_a_core(requested):
+    tile, overlap = engine.tile_layout(requested)
+    assert tile <= requested and tile % engine.TILE_ALIGN == 0 and overlap % engine.TILE_ALIGN == 0
+    assert tile - 2 * overlap >= 2 * engine.TILE_ALIGN
+    assert engine.tile_layout(512) == (512, 64)
+
+
+def test_a_tile_that_covers_the_image_gives_exactly_the_untiled_dream(lite0):
+    image = to_tensor(pattern_array(96, 128).copy())
+    objective = objectives.layers_l2(["block4"])
+    params = engine.DreamParams(**{**FAST, "octaves": 2})
+    tiled = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "tile_size": 128}))
+    assert torch.equal(tiled, engine.dream(lite0, objective, image, params))
+
+
+@pytest.fixture(scope="module")
+def wide_image():
+    return to_tensor(pattern_array(192, 256).copy())
+
+
+def test_tiled_gradient_points_where_the_untiled_one_does(lite0, wide_image):
+    objective = objectives.layers_l2(["block4"])
+    untiled = engine.objective_gradient(lite0, objective, wide_image)
+    tiled = engine.tiled_gradient(lite0, objective, wide_image, 128, torch.Generator().manual_seed(0))
+    assert torch.nn.functional.cosine_similarity(tiled.flatten(), untiled.flatten(), dim=0) > 0.99
+    assert float(tiled.abs().mean() / untiled.abs().mean()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_tiled_dream_agrees_closely_with_the_untiled_one(lite0, wide_image):
+    """One step: the dream's dynamics amplify any difference, even 1e-4 of noise, from step to step."""
+    objective = objectives.layers_l2(["block4"])
+    params = dict(octaves=1, iterations=1, step_size=1.5, jitter=0, seed=0)
+    untiled = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
+    tiled = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params, tile_size=128))
+    change = (untiled - wide_image).abs().mean()
+    assert (tiled - untiled).abs().mean() < 0.1 * change
+
+
+def test_tiled_dreams_are_reproducible_by_seed(lite0, wide_image):
+    objective = objectives.layers_l2(["block4"])
+    params = {**FAST, "iterations": 1, "tile_size": 128}
+    first = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
+    assert torch.equal(first, engine.dream(lite0, objective, wide_image, engine.DreamParams(**params)))
+    other = engine.dream(lite0, objective, wide_image, engine.DreamParams(**{**params, "seed": 1}))
+    assert not torch.equal(first, other)

@@ -53,12 +53,12 @@ def test_deleting_two_frames_reruns_exactly_those_and_encode(finished_plain, tmp
     assert flow.finished(result, "extract_frames") == 0
 
 
-def _dag_edges(flow):
+def _dag_edges(flow, frames=6):
     # forcing only the dream jobs keeps the finished checkpoint, so every frame job is in the DAG
     result = flow.run("--dag", "--forcerun", "dream_frame")
     assert result.returncode == 0, result.output
     labels = dict(re.findall(r'^\s*(\d+)\[label = "dream_frame\\n[^"]*?frame: (\d+)', result.stdout, re.M))
-    assert len(labels) == 6, result.stdout
+    assert len(labels) == frames, result.stdout
     edges = set(re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M))
     return {(int(labels[a]), int(labels[b])) for a, b in edges if a in labels and b in labels}
 
@@ -235,3 +235,44 @@ def test_typo_in_a_key_suggests_the_right_one(workflow, tiny_video):
 def test_out_of_range_value_names_the_key(workflow, tiny_video):
     workflow.write_config(tiny_config(tiny_video, encode={"crf": 99}))
     _assert_clean_failure(workflow, workflow.run(), "config key encode.crf: 99 is greater than the maximum of 51")
+
+
+# --- single images: zoom animations and layer sweeps ---
+
+def test_zoom_from_a_still_chains_n_frames(workflow):
+    Image.new("RGB", (48, 32), (120, 80, 40)).save(workflow.path("still.png"))
+    config = tiny_config("still.png")
+    config["inputs"]["tiny"]["zoom"] = {"frames": 4, "factor": 1.1}
+    workflow.write_config(config)
+    result = workflow.run()
+    assert result.returncode == 0, result.output
+    assert sorted(os.listdir(workflow.path("work", "tiny", "dreamed"))) == FRAMES[:4]
+    (video,) = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    assert video["nb_frames"] == "4"
+    assert _dag_edges(workflow, frames=4) == {(1, 2), (2, 3), (3, 4)}
+
+
+def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(workflow):
+    Image.new("RGB", (48, 32), (120, 80, 40)).save(workflow.path("still.png"))
+    config = tiny_config("still.png")
+    config["inputs"]["tiny"]["sweep"] = {"layers": ["block2", "block4:3", ["block3", "block5"]], "columns": 2}
+    workflow.write_config(config)
+    result = workflow.run()
+    assert result.returncode == 0, result.output
+    names = sorted(os.listdir(workflow.path("results", "tiny", "sweep")))
+    assert names == ["01-block2.png", "02-block4-3.png", "03-block3+block5.png"]
+    sheet = Image.open(workflow.path("results", "tiny", "tiny_sweep.png"))
+    assert sheet.size[0] > 2 * 48 and sheet.size[1] > 2 * 32
+    assert flow_images_differ(workflow.path("results", "tiny", "sweep"), names)
+
+
+def flow_images_differ(folder, names):
+    contents = {(folder / name).read_bytes() for name in names}
+    return len(contents) == len(names)
+
+
+def test_zoom_on_a_video_is_a_config_error(workflow, tiny_video):
+    config = tiny_config(tiny_video)
+    config["inputs"]["tiny"]["zoom"] = {"frames": 3}
+    workflow.write_config(config)
+    _assert_clean_failure(workflow, workflow.run(), "config key inputs.tiny.zoom: needs a single image as path")

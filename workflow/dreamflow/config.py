@@ -2,6 +2,7 @@
 
 import copy
 import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -12,14 +13,20 @@ import yaml
 from .errors import DreamflowError
 from .frames import IMAGE_SUFFIXES, natural_key
 from .models import MODELS, check_layers, resolve_layers
+from .objectives import parse as parse_objective
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 SECTIONS = ("dream", "blend", "frames", "encode")
 
 
-def load_schema(path=SCHEMA_PATH):
+@functools.lru_cache(maxsize=None)
+def _schema_text(path):
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return handle.read()
+
+
+def load_schema(path=SCHEMA_PATH):
+    return yaml.safe_load(_schema_text(str(path)))
 
 
 def _resolve(schema, root):
@@ -103,7 +110,7 @@ def validate_section(section, values, schema=None):
     _raise_errors(values, {**schema["$defs"][section], "$defs": schema["$defs"]}, prefix=section)
     if section == "dream":
         try:
-            check_layers(values["model"], resolve_layers(values["model"], values["layers"]))
+            check_layers(values["model"], parse_objective(resolve_layers(values["model"], values["layers"])).layers)
         except DreamflowError as error:
             raise DreamflowError(f"dream.layers: {error}") from None
 
@@ -113,12 +120,19 @@ def settings_for(config, name):
     entry = config["inputs"][name]
     settings = {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
     settings["dream"] = resolve_dream(settings["dream"])
+    schema = load_schema()
+    for section in ("zoom", "sweep"):
+        settings[section] = (fill_defaults(copy.deepcopy(entry[section]), schema["$defs"][section], schema)
+                             if section in entry else None)
     return settings
 
 
 def resolve_dream(dream_settings):
     """Dream settings with the model's default layers filled in, so jobs see explicit values."""
-    return {**dream_settings, "layers": resolve_layers(dream_settings["model"], dream_settings["layers"])}
+    resolved = {**dream_settings, "layers": resolve_layers(dream_settings["model"], dream_settings["layers"])}
+    if resolved.get("layer_schedule"):
+        resolved["layer_schedule"] = {"every": 1, **resolved["layer_schedule"]}
+    return resolved
 
 
 def _check_settings(prefix, settings):
@@ -134,12 +148,20 @@ def _check_settings(prefix, settings):
         raise DreamflowError(f"config key {prefix}frames.end_time: must be after start_time")
     if blend["low"] > blend["high"]:
         raise DreamflowError(f"config key {prefix}blend.low: {blend['low']} is above blend.high {blend['high']}")
+    _check_terms(f"{prefix}dream.layers", dream["model"], dream["layers"])
+    if dream["layer_schedule"]:
+        for item in dream["layer_schedule"]["layers"]:
+            _check_terms(f"{prefix}dream.layer_schedule.layers", dream["model"], item)
+    for key in ("weights", "guide"):
+        if dream[key] is not None and not os.path.isfile(dream[key]):
+            raise DreamflowError(f"config key {prefix}dream.{key}: file not found: {dream[key]}")
+
+
+def _check_terms(key, model, terms):
     try:
-        check_layers(dream["model"], dream["layers"])
+        check_layers(model, parse_objective(terms).layers)
     except DreamflowError as error:
-        raise DreamflowError(f"config key {prefix}dream.layers: {error}") from None
-    if dream["weights"] is not None and not os.path.isfile(dream["weights"]):
-        raise DreamflowError(f"config key {prefix}dream.weights: file not found: {dream['weights']}")
+        raise DreamflowError(f"config key {key}: {error}") from None
 
 
 def input_kind(path):
@@ -173,6 +195,15 @@ def check_inputs(config):
             kinds[name] = input_kind(entry["path"])
         except DreamflowError as error:
             raise DreamflowError(f"config key inputs.{name}.path: {error}") from None
+        for key in ("zoom", "sweep"):
+            if key in entry and kinds[name] != "image":
+                raise DreamflowError(f"config key inputs.{name}.{key}: needs a single image as path, "
+                                     f"but {entry['path']} is a {kinds[name]}")
+        if "zoom" in entry and "sweep" in entry:
+            raise DreamflowError(f"config key inputs.{name}: set zoom or sweep, not both")
+        if "sweep" in entry:
+            for item in entry["sweep"]["layers"]:
+                _check_terms(f"inputs.{name}.sweep.layers", settings_for(config, name)["dream"]["model"], item)
     return kinds
 
 

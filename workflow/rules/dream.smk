@@ -1,14 +1,17 @@
-# Dream one frame. With blending on, the previous dreamed frame is an input: an explicit DAG edge.
+# Dream one frame. With blending or zooming on, the previous dreamed frame is an input: an explicit
+# DAG edge, so frames are dreamed in order and deleting frame k redoes k..end.
 
 
 rule dream_frame:
     input:
-        frame=f"{WORK}/{{name}}/frames/{{frame}}.{{ext}}",
+        frame=source_frame,
         previous=previous_dreamed_frame,
+        guide=guide_image,
     output:
         frame=f"{WORK}/{{name}}/dreamed/{{frame}}.{{ext}}",
     params:
-        settings=dream_settings_json,
+        settings=lambda wildcards: dream_job_settings(wildcards.name),
+        frame=lambda wildcards, input: ["--frame", input.frame] if input.frame else [],
         previous=lambda wildcards, input: ["--previous", input.previous] if input.previous else [],
     threads: config["resources"]["dream_threads"]
     log:
@@ -18,5 +21,47 @@ rule dream_frame:
     conda:
         "../../envs/dreamflow.yaml"
     shell:
-        "dreamflow dream-frame {input.frame:q} --number {wildcards.frame} {params.previous:q}"
+        "dreamflow dream-frame {params.frame:q} --number {wildcards.frame} {params.previous:q}"
         " --settings {params.settings:q} --threads {threads} -o {output.frame:q} 2> {log:q}"
+
+
+# A layer sweep: the same image dreamed once per sweep item (jobs run in parallel).
+rule sweep_layer:
+    input:
+        frame=lambda wildcards: extracted_frame(wildcards.name, 1),
+        guide=guide_image,
+    output:
+        image=f"{RESULTS}/{{name}}/sweep/{{item}}.{{ext}}",
+    params:
+        settings=lambda wildcards: dream_job_settings(
+            wildcards.name, layers=sweep_items(wildcards.name)[wildcards.item], layer_schedule=None),
+    threads: config["resources"]["dream_threads"]
+    log:
+        f"{WORK}/{{name}}/logs/sweep/{{item}}.{{ext}}.log",
+    message:
+        "Dreaming {wildcards.name} with {wildcards.item}"
+    conda:
+        "../../envs/dreamflow.yaml"
+    shell:
+        "dreamflow dream-frame --frame {input.frame:q} --number 1 --settings {params.settings:q}"
+        " --threads {threads} -o {output.image:q} 2> {log:q}"
+
+
+# The sweep's contact sheet: every sweep image, labelled with its layers.
+rule contact_sheet:
+    input:
+        images=sweep_images,
+    output:
+        sheet=f"{RESULTS}/{{name}}/{{name}}_sweep.png",
+    params:
+        labels=lambda wildcards: [terms_label(t) for t in sweep_items(wildcards.name).values()],
+        columns=lambda wildcards: SETTINGS[wildcards.name]["sweep"]["columns"],
+    log:
+        f"{WORK}/{{name}}/logs/contact_sheet.log",
+    message:
+        "Making the contact sheet of {wildcards.name}"
+    conda:
+        "../../envs/dreamflow.yaml"
+    shell:
+        "dreamflow contact-sheet {input.images:q} --labels {params.labels:q} --columns {params.columns}"
+        " -o {output.sheet:q} 2> {log:q}"

@@ -1,0 +1,34 @@
+"""Contact sheets: several dreams of one image side by side, each labelled with its layers."""
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+LABEL_HEIGHT = 18
+GAP = 4
+BACKGROUND = (24, 24, 24)
+TEXT = (235, 235, 235)
+
+
+def contact_sheet(images, labels, columns=3):
+    """Lay out uint8 (H, W, 3) arrays on a grid, a label under each; returns a uint8 array."""
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    cell_height = max(image.shape[0] for image in images)
+    cell_width = max(image.shape[1] for image in images)
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new("RGB", (GAP + columns * (cell_width + GAP),
+                              GAP + rows * (cell_height + LABEL_HEIGHT + GAP)), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for index, (image, label) in enumerate(zip(images, labels)):
+        row, column = divmod(index, columns)
+        left = GAP + column * (cell_width + GAP)
+        top = GAP + row * (cell_height + LABEL_HEIGHT + GAP)
+        sheet.paste(Image.fromarray(image), (left, top))
+        draw.text((left + 2, top + cell_height + 3), label, fill=TEXT, font=font)
+    return np.asarray(sheet)
