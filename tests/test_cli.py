@@ -167,3 +167,62 @@ def test_invalid_settings_json_is_a_one_line_error(tmp_path):
 def test_extract_with_a_missing_probe_file_is_a_one_line_error(tmp_path):
     result = dreamflow("extract", "--probe", tmp_path / "missing.json", "--settings", "{}", "-o", tmp_path / "frames")
     assert f"file not found: {tmp_path / 'missing.json'}" in assert_one_line_error(result)
+
+
+def test_dream_into_a_folder_names_the_file_after_the_settings(tmp_path):
+    write_rgb(pattern_array(), tmp_path / "cat.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = dreamflow("dream", tmp_path / "cat.png", "-o", out, "--layers", "block4:3", "block5", *FAST)
+    assert result.returncode == 0, result.stderr
+    expected = out / "cat_efficientnet_lite0_block4-3+block5_o1x1.4_i2_s1.5_j4_seed0.png"
+    assert result.stdout.strip() == str(expected)
+    assert read_rgb(expected).shape == pattern_array().shape
+
+
+def test_dream_from_noise_of_any_size_is_reproducible(tmp_path):
+    outputs = []
+    for name in ("a.png", "b.png"):
+        result = dreamflow("dream", "--start", "noise", "--size", "29x47", "-o", tmp_path / name, *FAST)
+        assert result.returncode == 0, result.stderr
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    assert read_rgb(tmp_path / "a.png").shape == (29, 47, 3)
+
+
+def test_dream_without_image_or_noise_size_is_a_one_line_error(tmp_path):
+    line = assert_one_line_error(dreamflow("dream", "-o", tmp_path / "x.png", *FAST))
+    assert "give an input image, or --start noise with --size HxW" in line
+
+
+def test_dream_with_an_out_of_range_channel_is_a_one_line_error(tmp_path):
+    write_rgb(pattern_array(), tmp_path / "cat.png")
+    result = dreamflow("dream", tmp_path / "cat.png", "-o", tmp_path / "x.png", "--layers", "block4:999", *FAST)
+    assert "channel 999 of layer block4 is out of range" in assert_one_line_error(result)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
+    write_rgb(pattern_array(), tmp_path / "cat.png")
+    result = dreamflow("sweep", tmp_path / "cat.png", "--layers", "block2", "block4+block5:1", "--columns", "2",
+                       "-o", tmp_path / "sweep", *FAST)
+    assert result.returncode == 0, result.stderr
+    names = sorted(os.listdir(tmp_path / "sweep"))
+    assert names == ["cat_efficientnet_lite0_block2_o1x1.4_i2_s1.5_j4_seed0.png",
+                     "cat_efficientnet_lite0_block4+block5-1_o1x1.4_i2_s1.5_j4_seed0.png",
+                     "cat_sweep.png"]
+    sheet = read_rgb(tmp_path / "sweep" / "cat_sweep.png")
+    assert sheet.shape[1] > 2 * pattern_array().shape[1]
+
+
+def test_sweep_checks_every_layer_before_dreaming(tmp_path):
+    write_rgb(pattern_array(), tmp_path / "cat.png")
+    result = dreamflow("sweep", tmp_path / "cat.png", "--layers", "block2", "blok9", "-o", tmp_path / "sweep", *FAST)
+    assert "unknown layer 'blok9'" in assert_one_line_error(result)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_contact_sheet_needs_one_label_per_image(tmp_path):
+    write_rgb(pattern_array(), tmp_path / "a.png")
+    result = dreamflow("contact-sheet", tmp_path / "a.png", tmp_path / "a.png", "--labels", "x", "-o", tmp_path / "s.png")
+    assert "2 images but 1 labels" in assert_one_line_error(result)

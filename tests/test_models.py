@@ -428,3 +428,19 @@ def test_torch_cache_dir_matches_torch_hub(tmp_path, monkeypatch):
         monkeypatch.delenv("TORCH_HOME", raising=False)
         monkeypatch.setenv(variable, value)
         assert models.torch_cache_dir() == os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def test_a_training_checkpoint_from_data_parallel_loads(tmp_path):
+    """Places365-style files: {"state_dict": {"module.<key>": tensor}, "epoch": ...}."""
+    import torch
+
+    net = torchvision.models.resnet50(weights=None, num_classes=365).eval()
+    state = {f"module.{key}": value for key, value in net.state_dict().items()}
+    torch.save({"epoch": 90, "arch": "resnet50", "state_dict": state}, tmp_path / "places.pth.tar")
+    model = models.build("resnet50", weights=str(tmp_path / "places.pth.tar"))
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        found = model.activations(image, ["conv1"])["conv1"]
+        expected = net.relu(net.bn1(net.conv1((image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                                              / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))))
+    assert torch.allclose(found, expected, atol=1e-5)

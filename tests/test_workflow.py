@@ -276,3 +276,34 @@ def test_zoom_on_a_video_is_a_config_error(workflow, tiny_video):
     config["inputs"]["tiny"]["zoom"] = {"frames": 3}
     workflow.write_config(config)
     _assert_clean_failure(workflow, workflow.run(), "config key inputs.tiny.zoom: needs a single image as path")
+
+
+# --- torchvision weights: fetched into the torch cache by a local rule, only read by dream jobs ---
+
+def test_fetch_models_plans_one_local_fetch_per_missing_weights_file(workflow, tiny_video):
+    workflow.write_config(tiny_config(tiny_video, dream={"model": "googlenet", "layers": ["inception3a"]}))
+    cache = workflow.path("torch")
+    result = workflow.run("--dry-run", "fetch_models", env={"TORCH_HOME": str(cache)})
+    assert result.returncode == 0, result.output
+    assert f"Fetching {cache}/hub/checkpoints/googlenet-1378be20.pth" in result.output
+
+
+def test_googlenet_dreams_from_weights_already_in_the_cache(workflow):
+    """Random-init weights stand in for the real ones (no hub here); the path is what is tested."""
+    import subprocess
+    import sys
+
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict(),
+               workflow.path("googlenet.pth"))
+    env = {"TORCH_HOME": str(workflow.path("torch"))}
+    subprocess.run([sys.executable, "-m", "dreamflow", "fetch-models", "--model", "googlenet",
+                    "--from", str(workflow.path("googlenet.pth"))], check=True, env={**os.environ, **env})
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(workflow.path("still.png"))
+    workflow.write_config(tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]}))
+    result = workflow.run(env=env)
+    assert result.returncode == 0, result.output
+    assert workflow.finished(result, "fetch_model") == 0
+    assert workflow.path("results", "tiny", "tiny.png").exists()

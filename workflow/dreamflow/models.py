@@ -174,8 +174,13 @@ def load_state_dict(path, name=None):
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         detail = " ".join(str(error).split())
         raise DreamflowError(f"weights file {name} could not be loaded as a state dict: {detail}") from None
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a training checkpoint (e.g. Places365's .pth.tar) wraps it
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
         raise DreamflowError(f"weights file {name} is not a state dict (a mapping of names to tensors)")
+    if all(key.startswith("module.") for key in state):
+        # saved from nn.DataParallel, which prefixes every key
+        state = {key[len("module."):]: value for key, value in state.items()}
     return state
 
 

@@ -8,6 +8,7 @@ from dreamflow import config as dreamflow_config
 from dreamflow.blend import uses_previous_frame
 from dreamflow.errors import DreamflowError
 from dreamflow.frames import FRAME_PATTERN, frame_name
+from dreamflow.models import TORCHVISION_WEIGHTS, torch_cache_dir, weights_cache_file
 from dreamflow.naming import safe, terms_label
 
 try:
@@ -32,6 +33,7 @@ wildcard_constraints:
     frame=FRAME_PATTERN,
     ext="png|jpg",
     item=r"\d\d+-[A-Za-z0-9_.+-]+",
+    weights_file="|".join(re.escape(file) for _, file in TORCHVISION_WEIGHTS.values()),
 
 
 def input_path(wildcards):
@@ -101,6 +103,26 @@ def guide_image(wildcards):
     """A guide image is an input, so replacing it reruns the dreams that used it."""
     guide = SETTINGS[wildcards.name]["dream"]["guide"]
     return [guide] if guide else []
+
+
+def weights_file(wildcards):
+    """The weights a dream job reads: the user's file, or the torch cache file fetch_model fills."""
+    dream = SETTINGS[wildcards.name]["dream"]
+    if dream["weights"]:
+        return [dream["weights"]]
+    if dream["model"] in TORCHVISION_WEIGHTS:
+        return [weights_cache_file(dream["model"])]
+    return []
+
+
+def model_of_weights_file(file):
+    return next(model for model, (_, name) in TORCHVISION_WEIGHTS.items() if name == file)
+
+
+def cache_files_in_use():
+    """Cache files of the torchvision models the config uses without a weights file of its own."""
+    return sorted({weights_cache_file(s["dream"]["model"]) for s in SETTINGS.values()
+                   if s["dream"]["model"] in TORCHVISION_WEIGHTS and not s["dream"]["weights"]})
 
 
 def sweep_items(name):

@@ -7,6 +7,7 @@ rule dream_frame:
         frame=source_frame,
         previous=previous_dreamed_frame,
         guide=guide_image,
+        weights=weights_file,
     output:
         frame=f"{WORK}/{{name}}/dreamed/{{frame}}.{{ext}}",
     params:
@@ -30,6 +31,7 @@ rule sweep_layer:
     input:
         frame=lambda wildcards: extracted_frame(wildcards.name, 1),
         guide=guide_image,
+        weights=weights_file,
     output:
         image=f"{RESULTS}/{{name}}/sweep/{{item}}.{{ext}}",
     params:
