@@ -56,6 +56,10 @@ def dream_job_settings(name, **dream_changes):
         "zoom": settings["zoom"], "jpg_quality": settings["frames"]["jpg_quality"]})
 
 
+# the same for every frame of an input: made once, not once per job
+DREAM_SETTINGS = {name: dream_job_settings(name) for name in config["inputs"]}
+
+
 def extracted_frame(name, number):
     """An extracted frame; asking the checkpoint first orders this job after the extraction."""
     folder = checkpoints.extract_frames.get(name=name).output.frames
@@ -71,7 +75,9 @@ def frame_count(name):
 
 def dreamed_frames_of(name):
     zoom = SETTINGS[name]["zoom"]
-    count = zoom["frames"] if zoom else frame_count(name)
+    count = frame_count(name)  # also orders every dream job after the extraction
+    if zoom:
+        count = zoom["frames"]
     pattern = rules.dream_frame.output.frame
     ext = frame_format(name)
     return [pattern.format(name=name, frame=frame_name(n), ext=ext) for n in range(1, count + 1)]
@@ -81,22 +87,32 @@ def dreamed_frames(wildcards):
     return dreamed_frames_of(wildcards.name)
 
 
-def source_frame(wildcards):
-    """The raw frame to dream; a zoom animation dreams frames after the first from the previous dream."""
-    number = int(wildcards.frame)
-    if SETTINGS[wildcards.name]["zoom"] and number > 1:
-        return []
-    return extracted_frame(wildcards.name, number)
+def dream_frame_inputs(wildcards):
+    """The raw frame (none for zoom frames after the first), the previous dream when blending or
+    zooming (the chain edge: dream N waits for dreamed N-1), the guide image and the weights."""
+    name, number = wildcards.name, int(wildcards.frame)
+    settings = SETTINGS[name]
+    inputs = {}
+    if not (settings["zoom"] and number > 1):
+        # dream jobs are only asked for once the extract_frames checkpoint has run, so the path
+        # can be named without asking the checkpoint (which is slow, once per job)
+        inputs["frame"] = f"{WORK}/{name}/frames/{frame_name(number)}.{wildcards.ext}"
+    if number > 1 and (settings["zoom"] or uses_previous_frame(settings["blend"])):
+        inputs["previous"] = rules.dream_frame.output.frame.format(
+            name=name, frame=frame_name(number - 1), ext=wildcards.ext)
+    if settings["dream"]["guide"]:
+        inputs["guide"] = settings["dream"]["guide"]
+    for weights in weights_file(wildcards):
+        inputs["weights"] = weights
+    return inputs
 
 
-def previous_dreamed_frame(wildcards):
-    """The chain edge: with blending or zooming, dream N waits for dreamed N-1."""
-    number = int(wildcards.frame)
-    settings = SETTINGS[wildcards.name]
-    if number == 1 or not (settings["zoom"] or uses_previous_frame(settings["blend"])):
-        return []
-    return rules.dream_frame.output.frame.format(
-        name=wildcards.name, frame=frame_name(number - 1), ext=wildcards.ext)
+def dream_frame_paths(wildcards, input):
+    arguments = []
+    for key in ("frame", "previous"):
+        if key in input.keys():
+            arguments += [f"--{key}", input[key]]
+    return arguments
 
 
 def guide_image(wildcards):

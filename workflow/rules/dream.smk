@@ -4,16 +4,15 @@
 
 rule dream_frame:
     input:
-        frame=source_frame,
-        previous=previous_dreamed_frame,
-        guide=guide_image,
-        weights=weights_file,
+        unpack(dream_frame_inputs),
     output:
         frame=f"{WORK}/{{name}}/dreamed/{{frame}}.{{ext}}",
     params:
-        settings=lambda wildcards: dream_job_settings(wildcards.name),
-        frame=lambda wildcards, input: ["--frame", input.frame] if input.frame else [],
-        previous=lambda wildcards, input: ["--previous", input.previous] if input.previous else [],
+        # few functions: Snakemake inspects every input and params function once per job, which
+        # dominates DAG building for long videos. The settings stay a param of their own: params
+        # derived from input are left out of Snakemake's rerun-on-params-change check.
+        settings=lambda wildcards: DREAM_SETTINGS[wildcards.name],
+        paths=dream_frame_paths,
     threads: config["resources"]["dream_threads"]
     log:
         f"{WORK}/{{name}}/logs/dream/{{frame}}.{{ext}}.log",
@@ -22,8 +21,8 @@ rule dream_frame:
     conda:
         "../../envs/dreamflow.yaml"
     shell:
-        "dreamflow dream-frame {params.frame:q} --number {wildcards.frame} {params.previous:q}"
-        " --settings {params.settings:q} --threads {threads} -o {output.frame:q} 2> {log:q}"
+        "dreamflow dream-frame {params.paths:q} --number {wildcards.frame} --settings {params.settings:q}"
+        " --threads {threads} -o {output.frame:q} 2> {log:q}"
 
 
 # A layer sweep: the same image dreamed once per sweep item (jobs run in parallel).
