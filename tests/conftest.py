@@ -12,6 +12,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# model servers of finished test workflows should not linger (each holds ~0.7 GB)
+os.environ.setdefault("DREAMFLOW_SERVER_IDLE", "2")
+
 # small enough for a 2-core CPU, real enough to exercise every step
 TINY_DREAM = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"]}
 TINY_RESOURCES = {"dream_threads": 1, "ffmpeg_threads": 1}

@@ -42,13 +42,40 @@ def cmd_extract(args):
 
 
 def cmd_dream_frame(args):
-    from .dreamstep import Dreamer, dream_frame_file
+    """Hand the frame to this node's model server (see dreamflow.client); dream in-process without one."""
+    from . import client
 
     settings = _settings(args.settings)
+    request = {"frame": args.frame, "previous": args.previous, "number": args.number,
+               "settings": args.settings, "output": args.output, "threads": args.threads}
+    if client.request_dream(request):
+        return
+    from .dreamstep import Dreamer, dream_frame_file
+
     dreamer = Dreamer(settings["dream"], threads=args.threads)
     dream_frame_file(dreamer, args.frame, args.output, args.number, settings["blend"],
                      previous_path=args.previous, jpg_quality=settings["jpg_quality"],
                      zoom=settings.get("zoom"))
+
+
+def cmd_serve(args):
+    from . import client, server
+
+    paths = client.server_paths(threads=True)  # the server of jobs run with --threads, as the workflow's are
+    if args.status or args.stop:
+        status = client.ping(paths.socket)
+        if status is None:
+            raise DreamflowError(f"no model server for this directory (socket {paths.socket})")
+        if args.stop:
+            client.stop(paths.socket)
+        print(json.dumps(status, indent=2))
+        return
+    try:
+        client.prepare_dir(paths)
+    except client.Unavailable as error:
+        raise DreamflowError(str(error)) from None
+    idle = client.idle_seconds() if args.idle is None else args.idle
+    server.serve(paths.socket, idle)
 
 
 def cmd_encode(args):
@@ -259,6 +286,15 @@ def build_parser():
     frame.add_argument("--threads", type=int, default=None)
     frame.add_argument("-o", "--output", required=True)
     frame.set_defaults(run=cmd_dream_frame)
+
+    serve = commands.add_parser(
+        "serve", help="run the model server of this directory in the foreground (dream-frame starts one "
+                      "by itself), or show or stop it")
+    serve.add_argument("--idle", type=float, help="seconds without requests before it exits "
+                                                  "(default: $DREAMFLOW_SERVER_IDLE or 10)")
+    serve.add_argument("--status", action="store_true", help="print the running server's status as JSON")
+    serve.add_argument("--stop", action="store_true", help="ask the running server to exit once idle")
+    serve.set_defaults(run=cmd_serve)
 
     encode = commands.add_parser("encode", help="encode dreamed frames into a video with the source audio")
     encode.add_argument("--probe", required=True)

@@ -1,0 +1,288 @@
+"""The model server of the dream step: real processes, real sockets, real torch, tiny frames.
+
+Each test gets its own server directory (DREAMFLOW_SERVER_DIR) and kills the servers left in it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dreamflow import client
+from dreamflow.config import canonical_json, resolve_dream
+from dreamflow.images import write_rgb
+
+from unit_helpers import defaults, pattern_array
+
+IDLE = 2  # seconds a test server waits for work before it exits
+TINY = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"], "device": "cpu"}
+
+
+def job_settings(blend_mode="none", **dream):
+    return canonical_json({"dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
+                           "blend": defaults("blend", mode=blend_mode, factor=0.5), "zoom": None,
+                           "jpg_quality": 95})
+
+
+def dream_frame(cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True):
+    command = [sys.executable, "-m", "dreamflow", "dream-frame", "--frame", str(frame), "--number", str(number),
+               "--settings", settings or job_settings(), "--threads", str(threads), "-o", str(output)]
+    if previous:
+        command += ["--previous", str(previous)]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    return finish(process) if wait else process
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def status(cwd, env):
+    return client.ping(client.server_paths(cwd=str(cwd), env=env, threads=True).socket)
+
+
+def is_dreamflow_server(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False  # exited, not yet reaped
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"dreamflow.server" in handle.read()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def kill_servers(directory):
+    for pid_file in directory.glob("*.pid") if directory.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if is_dreamflow_server(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server_dir(tmp_path):
+    directory = tmp_path / "servers"
+    yield directory
+    kill_servers(directory)
+
+
+@pytest.fixture
+def env(server_dir):
+    values = {**os.environ, "DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": str(IDLE)}
+    for name in ("DREAMFLOW_SERVER", "DREAMFLOW_SERVER_COMMAND", "DREAMFLOW_SERVER_START_TIMEOUT"):
+        values.pop(name, None)
+    return values
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("frames")
+    for number in (1, 2):
+        write_rgb(pattern_array(seed=number), directory / f"{number}.png")
+    write_rgb(pattern_array(180, 320, seed=3), directory / "large.png")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory, frames):
+    """Frames dreamed with the server off, once per module: what every server result must equal."""
+    directory = tmp_path_factory.mktemp("in-process")
+    env = {**os.environ, "DREAMFLOW_SERVER": "off", "DREAMFLOW_SERVER_DIR": str(directory / "servers")}
+    cache = {}
+
+    def reference(name, frame, number=1, previous=None, settings=None, threads=1):
+        if name not in cache:
+            result = dream_frame(directory, env, frames / frame, directory / f"{name}.png", number,
+                                 previous and cache[previous], settings, threads)
+            assert result.returncode == 0, result.stderr
+            assert result.stderr == ""
+            cache[name] = directory / f"{name}.png"
+        return cache[name].read_bytes()
+
+    yield reference
+    assert not (directory / "servers").exists()  # off means no server, nor even its directory
+
+
+def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle(tmp_path, env, frames,
+                                                                                  in_process):
+    expected = in_process("plain", "1.png")  # first: a server waits only IDLE seconds for the next request
+    assert status(tmp_path, env) is None
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    first = status(tmp_path, env)
+    assert first["cwd"] == str(tmp_path) and first["ready"]
+    assert (tmp_path / "a.png").read_bytes() == expected
+
+    # two at once, as Snakemake runs them: the same server, both right
+    processes = [dream_frame(tmp_path, env, frames / "1.png", tmp_path / f"b{n}.png", wait=False)
+                 for n in (1, 2)]
+    for process in processes:
+        result = finish(process)
+        assert result.returncode == 0, result.stderr
+    for n in (1, 2):
+        assert (tmp_path / f"b{n}.png").read_bytes() == expected
+    again = status(tmp_path, env)
+    assert again["pid"] == first["pid"]
+    assert again["served"] == 3
+
+    socket_path = client.server_paths(cwd=str(tmp_path), env=env, threads=True).socket
+    wait_until(lambda: not os.path.exists(socket_path), IDLE + 10, "the idle server to remove its socket")
+    wait_until(lambda: not is_dreamflow_server(first["pid"]), 10, "the idle server to exit")
+    assert status(tmp_path, env) is None
+
+
+def test_a_killed_server_is_restarted_by_the_next_request(tmp_path, env, frames, in_process):
+    assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png").returncode == 0
+    old = status(tmp_path, env)["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: not is_dreamflow_server(old), 10, "the killed server to die")
+
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "b.png")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert status(tmp_path, env)["pid"] != old
+    assert (tmp_path / "b.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_server_and_in_process_give_the_same_bytes_also_for_a_blended_frame(tmp_path, env, frames, in_process):
+    blend = job_settings("constant")
+    expected = [in_process("blend-1", "1.png", settings=blend),
+                in_process("blend-2", "2.png", number=2, previous="blend-1", settings=blend)]
+    assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "1.png", settings=blend).returncode == 0
+    result = dream_frame(tmp_path, env, frames / "2.png", tmp_path / "2.png", number=2,
+                         previous=tmp_path / "1.png", settings=blend)
+    assert result.returncode == 0, result.stderr
+    assert status(tmp_path, env)["served"] == 2  # both went through the server
+    assert [(tmp_path / f"{n}.png").read_bytes() for n in (1, 2)] == expected
+    assert (tmp_path / "2.png").read_bytes() != (tmp_path / "1.png").read_bytes()
+
+
+def test_concurrent_requests_with_different_thread_counts_each_give_their_in_process_bytes(
+        tmp_path, env, frames, in_process):
+    # big enough to overlap: dreams with different thread counts running at once change each other's bytes
+    settings = job_settings(octaves=2, iterations=6, jitter=16, layers=["block10"])
+    expected = {threads: in_process(f"large-{threads}", "large.png", settings=settings, threads=threads)
+                for threads in (1, 2)}
+    jobs = [(1, "a"), (2, "a"), (1, "b"), (2, "b")]
+    processes = [dream_frame(tmp_path, env, frames / "large.png", tmp_path / f"{threads}{name}.png",
+                             settings=settings, threads=threads, wait=False) for threads, name in jobs]
+    for process in processes:
+        result = finish(process)
+        assert result.returncode == 0, result.stderr
+    assert status(tmp_path, env)["served"] == 4
+    for threads, name in jobs:
+        assert (tmp_path / f"{threads}{name}.png").read_bytes() == expected[threads], f"{threads}{name}"
+
+
+def test_two_working_directories_get_two_servers(tmp_path, env, frames, in_process):
+    directories = [tmp_path / "one", tmp_path / "two"]
+    processes = []
+    for directory in directories:
+        directory.mkdir()
+        processes.append(dream_frame(directory, env, frames / "1.png", "out/a.png", wait=False))  # relative
+    for process in processes:
+        result = finish(process)
+        assert result.returncode == 0, result.stderr
+    servers = [status(directory, env) for directory in directories]
+    assert servers[0]["pid"] != servers[1]["pid"]
+    assert [server["cwd"] for server in servers] == [str(directory) for directory in directories]
+    for directory in directories:
+        assert (directory / "out" / "a.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_a_server_killed_mid_request_leaves_no_partial_frame_and_the_client_retries(tmp_path, env, frames,
+                                                                                    in_process):
+    settings = job_settings(octaves=3, iterations=30, jitter=16, layers=["block10"])  # a few seconds
+    expected = in_process("large", "large.png", settings=settings)
+    output = tmp_path / "out" / "large.png"
+    process = dream_frame(tmp_path, env, frames / "large.png", output, settings=settings, wait=False)
+    server = wait_until(lambda: (s := status(tmp_path, env)) and s["dreaming"] and s, 120, "the dream to start")
+    time.sleep(0.5)
+    os.kill(server["pid"], signal.SIGKILL)
+    wait_until(lambda: not is_dreamflow_server(server["pid"]), 10, "the killed server to die")
+    assert not output.exists()
+
+    result = finish(process)  # the client started another server and sent the frame again
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert status(tmp_path, env)["pid"] != server["pid"]
+    assert output.read_bytes() == expected
+    assert os.listdir(output.parent) == ["large.png"]
+
+    output.unlink()
+    result = dream_frame(tmp_path, env, frames / "large.png", output, settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes() == expected
+
+
+def test_a_user_error_comes_back_through_the_server_as_one_line(tmp_path, env, frames):
+    assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png").returncode == 0
+    server = status(tmp_path, env)
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "bad.png",
+                         settings=job_settings(layers=["block4:999"]))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # no note: the server answered, nothing fell back
+    assert lines[0].startswith("dreamflow: error: channel 999 of layer block4 is out of range")
+    assert not (tmp_path / "bad.png").exists()
+    assert status(tmp_path, env)["pid"] == server["pid"]  # the server lives on
+
+    off = dream_frame(tmp_path, {**env, "DREAMFLOW_SERVER": "off"}, frames / "1.png", tmp_path / "bad.png",
+                      settings=job_settings(layers=["block4:999"]))
+    assert (off.returncode, off.stderr) == (1, result.stderr)
+
+
+def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(tmp_path, env, frames, in_process):
+    (tmp_path / "a-file").write_text("not a directory\n")
+    env = {**env, "DREAMFLOW_SERVER_DIR": str(tmp_path / "a-file" / "servers")}
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
+    assert result.returncode == 0, result.stderr
+    assert "cannot create the server directory" in result.stderr
+    assert "dreaming in-process" in result.stderr
+    assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_falls_back_to_in_process_when_the_server_exits_at_start(tmp_path, env, server_dir, frames, in_process):
+    env = {**env, "DREAMFLOW_SERVER_COMMAND": f"{sys.executable} -c 'import sys; sys.exit(3)'"}
+    started = time.monotonic()
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60  # noticed at once, not after the start timeout
+    assert "the server exited at start with status 3" in result.stderr
+    assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
+    assert not list(server_dir.glob("*.sock"))
+
+
+def test_a_loaded_model_is_reused_only_for_the_same_settings_threads_and_files(tmp_path):
+    from dreamflow.server import dreamer_key
+
+    guide = tmp_path / "guide.png"
+    write_rgb(pattern_array(), guide)
+    settings = resolve_dream(defaults("dream", **TINY, guide=str(guide)))
+    key = dreamer_key(settings, 1)
+    assert dreamer_key(json.loads(json.dumps(settings)), 1) == key
+    assert dreamer_key({**settings, "seed": 1}, 1) != key
+    assert dreamer_key(settings, 2) != key  # guide features are computed with the request's threads
+    os.utime(guide, ns=(0, 0))  # a changed guide (or weights) file is loaded again
+    assert dreamer_key(settings, 1) != key

@@ -1,0 +1,441 @@
+"""The model server of the dream step: torch and the models stay loaded; frame jobs send it requests.
+
+Started by the first `dreamflow dream-frame` client that finds none (see dreamflow.client, which
+documents the environment variables), as `python -m dreamflow.server --socket PATH --idle SECONDS`,
+in the workflow's working directory, or by hand with `dreamflow serve`. It
+
+- binds its Unix socket first and imports torch after, so clients see it at once and their requests
+  wait for the import instead of timing out;
+- answers one JSON line per connection with one JSON line: {"op": "status"} gives its pid, working
+  directory and load; {"op": "stop"} makes it leave once idle; {"op": "dream", ...} dreams one frame
+  with dreamstep.dream_frame_file and the same Dreamer settings and torch thread count the client
+  would use in-process, so the bytes are the same whichever process dreamed them (the frame is
+  written atomically, by images.write_rgb);
+- runs each connection in its own thread. Requests with the same thread count are dreamed
+  concurrently (each thread gets its own OpenMP team: torch.set_num_threads is per thread for the
+  intra-op pool); a request with another thread count waits until those finish, because concurrent
+  dreams with different thread counts were measured to leak one's numerics into the other;
+- keeps the last few Dreamers (DREAMFLOW_SERVER_MODELS, default 2) keyed by the canonical JSON of the
+  dream settings, the thread count and the size and mtime of the weights and guide files;
+- exits after `--idle` seconds (DREAMFLOW_SERVER_IDLE, default 10) without dream requests, removing
+  its socket; also when its socket file is removed or replaced, or on SIGTERM/SIGINT.
+
+A DreamflowError (the user's mistake) goes back to the client as {"status": "error", "message"};
+any other failure as {"status": "failed"}, after which the client dreams in-process.
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from .errors import DreamflowError
+
+DEFAULT_MODELS = 2
+MAX_REQUEST_BYTES = 1 << 20
+ACCEPT_POLL = 0.25  # seconds between idle checks
+
+
+def log(*parts):
+    print(time.strftime("%Y-%m-%d %H:%M:%S"), f"[{os.getpid()}]", *parts, flush=True)
+
+
+class ThreadGate:
+    """Lets requests with the same torch thread count run together, others in turn, first come first."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._threads = None  # the count of the requests running now
+        self.running = 0
+        self._queue = collections.deque()
+
+    def _may_enter(self, ticket, threads):
+        if self.running and self._threads != threads:
+            return False
+        for waiting, count in self._queue:  # nobody with another count arrived before this one
+            if waiting is ticket:
+                return True
+            if count != threads:
+                return False
+        return False
+
+    @contextlib.contextmanager
+    def held(self, threads):
+        ticket = object()
+        with self._condition:
+            self._queue.append((ticket, threads))
+            self._condition.wait_for(lambda: self._may_enter(ticket, threads))
+            self._queue.remove((ticket, threads))
+            self._threads = threads
+            self.running += 1
+            self._condition.notify_all()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self.running -= 1
+                if not self.running:
+                    self._threads = None
+                self._condition.notify_all()
+
+
+def _file_signature(path):
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # the Dreamer reports it as the in-process path would
+    return [os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino]
+
+
+def dreamer_key(dream_settings, threads):
+    """Settings, thread count (guide features are computed when loading) and the files read at load."""
+    from . import models
+
+    weights = dream_settings.get("weights")
+    if not weights:
+        try:
+            weights = models.default_weights_file(dream_settings.get("model"))
+        except (DreamflowError, KeyError, TypeError):
+            weights = None
+    return json.dumps([dream_settings, threads, _file_signature(weights),
+                       _file_signature(dream_settings.get("guide"))], sort_keys=True, separators=(",", ":"))
+
+
+class DreamerCache:
+    """The last `size` Dreamers used; each is loaded once, by the first request that needs it."""
+
+    class _Entry:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.dreamer = None
+
+    def __init__(self, size):
+        self.size = max(1, size)
+        self._lock = threading.Lock()
+        self._entries = collections.OrderedDict()
+
+    def __len__(self):
+        return len(self._entries)
+
+    def get(self, dream_settings, threads):
+        from .dreamstep import Dreamer
+
+        key = dreamer_key(dream_settings, threads)
+        with self._lock:
+            entry = self._entries.pop(key, None) or self._Entry()
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)  # a request using it keeps its reference
+        with entry.lock:
+            if entry.dreamer is None:
+                started = time.monotonic()
+                try:
+                    entry.dreamer = Dreamer(dream_settings, threads=threads)
+                except BaseException:
+                    with self._lock:
+                        if self._entries.get(key) is entry:
+                            del self._entries[key]
+                    raise
+                log(f"loaded {dream_settings.get('model')} in {time.monotonic() - started:.1f} s "
+                    f"(threads: {threads})")
+            return entry.dreamer
+
+
+def _client_gone(connection):
+    """True when the client closed its end (e.g. its job was killed while the request waited)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        # a client sends nothing after its request: readable means closed (b"") or reset (error)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class Server:
+    def __init__(self, socket_path, idle, models=DEFAULT_MODELS):
+        self.socket_path = socket_path
+        self.cwd = os.getcwd()  # getcwd() fails once the directory is removed
+        self.pid_path = os.path.splitext(socket_path)[0] + ".pid"
+        self.idle = idle
+        self.dreamers = DreamerCache(models)
+        self.gate = ThreadGate()
+        self.ready = threading.Event()
+        self.load_error = None
+        self.default_threads = None
+        self._state = threading.Lock()
+        self._active = 0  # connections being handled
+        self._dream_requests = 0
+        self.dreaming = 0
+        self.served = 0
+        self._last_request = time.monotonic()
+        self._stopping = False
+        self._inode = None
+        self._unlinked = False
+
+    # --- socket life cycle ---
+
+    def _bind(self):
+        from .client import ping
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.socket_path)
+        except OSError:
+            if ping(self.socket_path):
+                listener.close()
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)  # left by a server that was killed
+            listener.bind(self.socket_path)
+        listener.listen(128)
+        self._inode = os.stat(self.socket_path).st_ino
+        return listener
+
+    def _socket_is_ours(self):
+        try:
+            return os.stat(self.socket_path).st_ino == self._inode
+        except OSError:
+            return False
+
+    def _unlink_socket(self):
+        """Remove the socket file, unless a newer server has put its own there."""
+        with self._state:
+            if self._unlinked:
+                return
+            self._unlinked = True
+            if self._socket_is_ours():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.socket_path)
+
+    def _write_pid(self):
+        with open(self.pid_path + ".tmp", "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        os.replace(self.pid_path + ".tmp", self.pid_path)
+
+    def _remove_pid(self):
+        with contextlib.suppress(OSError):
+            with open(self.pid_path) as handle:
+                if handle.read().strip() == str(os.getpid()):
+                    os.unlink(self.pid_path)
+
+    def _should_leave(self):
+        with self._state:
+            if self._active:
+                return False
+            if self._stopping or time.monotonic() - self._last_request >= self.idle:
+                return True
+        return not self._socket_is_ours()  # removed or replaced: no client can reach this server
+
+    def run(self):
+        listener = self._bind()
+        if listener is None:
+            log(f"another server already answers on {self.socket_path}")
+            return 0
+        self._write_pid()
+        log(f"serving {self.cwd} on {self.socket_path} (idle exit after {self.idle:g} s)")
+        threading.Thread(target=self._load, daemon=True).start()
+        try:
+            listener.settimeout(ACCEPT_POLL)
+            while not self._should_leave():
+                try:
+                    connection, _ = listener.accept()
+                except socket.timeout:
+                    continue
+                self._start_handler(connection)
+            # no client can connect once the file is gone; serve those that connected before
+            self._unlink_socket()
+            listener.setblocking(False)
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    break
+                self._start_handler(connection)
+            listener.close()
+            while True:
+                with self._state:
+                    if not self._active:
+                        break
+                time.sleep(0.05)
+            log(f"leaving after {self.served} frames")
+        finally:
+            self._unlink_socket()
+            self._remove_pid()
+        return 0
+
+    def _load(self):
+        started = time.monotonic()
+        try:
+            import importlib
+
+            import torch
+
+            importlib.import_module(".dreamstep", __package__)  # the import is the cost paid once
+
+            # what a fresh process would use without --threads: the count in a new thread is the default
+            self.default_threads = torch.get_num_threads()
+            log(f"torch {torch.__version__} ready in {time.monotonic() - started:.1f} s, "
+                f"{self.default_threads} threads by default")
+        except BaseException as error:  # the clients dream in-process and see the real error there
+            self.load_error = f"the server cannot import torch: {type(error).__name__}: {error}"
+            log(self.load_error)
+        finally:
+            self.ready.set()
+
+    # --- requests ---
+
+    def _start_handler(self, connection):
+        with self._state:
+            self._active += 1
+        threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _status(self):
+        with self._state:
+            return {"status": "ok", "pid": os.getpid(), "cwd": self.cwd, "ready": self.ready.is_set(),
+                    "error": self.load_error, "requests": self._dream_requests, "dreaming": self.dreaming,
+                    "served": self.served, "models": len(self.dreamers), "idle": self.idle,
+                    "default_threads": self.default_threads}
+
+    def _handle(self, connection):
+        try:
+            reply = self._reply(connection)
+            if reply is not None:
+                connection.settimeout(30)
+                connection.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass  # the client is gone: its job was killed, or it gave up
+        finally:
+            connection.close()
+            with self._state:
+                self._active -= 1
+
+    def _reply(self, connection):
+        try:
+            connection.settimeout(30)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = connection.recv(65536)
+                if not chunk or len(data) > MAX_REQUEST_BYTES:
+                    return None
+                data += chunk
+            request = json.loads(data)
+            op = request.get("op")
+            if op == "status":
+                return self._status()
+            if op == "stop":
+                with self._state:
+                    self._stopping = True
+                return {"status": "ok"}
+            if op != "dream":
+                return {"status": "failed", "message": f"unknown request {op!r}"}
+            with self._state:
+                self._dream_requests += 1
+            try:
+                return self._dream(request, connection)
+            finally:
+                with self._state:
+                    self._dream_requests -= 1
+                    self._last_request = time.monotonic()
+        except Exception as error:
+            log(f"request failed:\n{traceback.format_exc()}")
+            return {"status": "failed", "message": f"the server failed: {type(error).__name__}: {error}"}
+
+    def _same_directory(self, directory):
+        try:
+            return os.path.samefile(directory, ".")
+        except (OSError, TypeError):
+            return False
+
+    def _dream(self, request, connection):
+        self.ready.wait()
+        if self.load_error:
+            return {"status": "unavailable", "message": self.load_error}
+        if not self._same_directory(request.get("cwd")):
+            # the directory was removed or replaced since this server started in it: hand over
+            with self._state:
+                self._stopping = True
+            self._unlink_socket()
+            return {"status": "retry", "message": f"the server's directory {self.cwd} is gone"}
+        import torch
+
+        from .dreamstep import dream_frame_file
+
+        threads = request.get("threads") or self.default_threads
+        with self.gate.held(threads):
+            if _client_gone(connection):
+                return {"status": "failed", "message": "the client left"}
+            torch.set_num_threads(threads)  # this thread's OpenMP team only
+            started = time.monotonic()
+            try:
+                settings = json.loads(request["settings"])
+                dreamer = self.dreamers.get(settings["dream"], threads)
+                with self._state:
+                    self.dreaming += 1
+                try:
+                    dream_frame_file(dreamer, request.get("frame"), request["output"], request["number"],
+                                     settings["blend"], previous_path=request.get("previous"),
+                                     jpg_quality=settings["jpg_quality"], zoom=settings.get("zoom"))
+                finally:
+                    with self._state:
+                        self.dreaming -= 1
+            except DreamflowError as error:
+                log(f"{request['output']}: error: {error}")
+                return {"status": "error", "message": str(error)}
+        with self._state:
+            self.served += 1
+        log(f"{request['output']} in {time.monotonic() - started:.2f} s (threads: {threads})")
+        return {"status": "ok"}
+
+
+def _leave(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def serve(socket_path, idle, models=None):
+    """Run a server on `socket_path` in the current directory until it has been idle `idle` seconds."""
+    if models is None:
+        models = int(os.environ.get("DREAMFLOW_SERVER_MODELS") or DEFAULT_MODELS)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _leave)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return Server(socket_path, idle, models).run()
+
+
+def main(argv=None):
+    from . import client
+
+    parser = argparse.ArgumentParser(prog="python -m dreamflow.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", help="socket path (default: this directory's, see dreamflow.client)")
+    parser.add_argument("--idle", type=float, help="seconds without requests before exiting "
+                                                    "(default: $DREAMFLOW_SERVER_IDLE or 10)")
+    parser.add_argument("--models", type=int,
+                        help="loaded models kept (default: $DREAMFLOW_SERVER_MODELS or 2)")
+    args = parser.parse_args(argv)
+    try:
+        idle = client.idle_seconds() if args.idle is None else args.idle
+        socket_path = args.socket
+        if socket_path is None:
+            paths = client.server_paths(threads=True)
+            try:
+                client.prepare_dir(paths)
+            except client.Unavailable as error:
+                raise DreamflowError(str(error)) from None
+            socket_path = paths.socket
+    except DreamflowError as error:
+        print(f"dreamflow: error: {error}", file=sys.stderr)
+        return 1
+    return serve(socket_path, idle, args.models)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
