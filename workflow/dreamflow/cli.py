@@ -139,13 +139,17 @@ def _start_array(args):
     return array
 
 
-def _output_path(args, dream_settings, stem_suffix=""):
+def _image_stem(args):
+    """The input's name without folder and suffix ('noise' without an input): starts output names."""
+    return os.path.splitext(os.path.basename(args.image))[0] if args.image else "noise"
+
+
+def _output_path(args, dream_settings):
     """-o FILE is used as given; -o DIR (or a path ending in /) gets a name that encodes the settings."""
     from .naming import dream_filename
 
-    stem = os.path.splitext(os.path.basename(args.image))[0] if args.image else "noise"
     if args.output.endswith(os.sep) or os.path.isdir(args.output):
-        return os.path.join(args.output, dream_filename(stem + stem_suffix, dream_settings))
+        return os.path.join(args.output, dream_filename(_image_stem(args), dream_settings))
     return args.output
 
 
@@ -175,7 +179,7 @@ def cmd_sweep(args):
     start = _start_array(args)
     dreamer = Dreamer(dream_settings, threads=args.threads)
     os.makedirs(args.output, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(args.image))[0] if args.image else "noise"
+    stem = _image_stem(args)
     images = []
     for terms in items:
         dreamed = dreamer.dream_array(dreamer.start_array(start), terms=terms)

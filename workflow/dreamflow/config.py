@@ -20,13 +20,14 @@ SECTIONS = ("dream", "blend", "frames", "encode")
 
 
 @functools.lru_cache(maxsize=None)
-def _schema_text(path):
+def _parsed_schema(path):
     with open(path) as handle:
-        return handle.read()
+        return yaml.safe_load(handle)
 
 
 def load_schema(path=SCHEMA_PATH):
-    return yaml.safe_load(_schema_text(str(path)))
+    """The config schema, parsed once per process (settings_for asks once per input): read it, never modify it."""
+    return _parsed_schema(str(path))
 
 
 def _resolve(schema, root):

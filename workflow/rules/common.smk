@@ -60,15 +60,18 @@ def dream_job_settings(name, **dream_changes):
 DREAM_SETTINGS = {name: dream_job_settings(name) for name in config["inputs"]}
 
 
+def frames_folder(name):
+    """The extracted frames of `name`; asking the checkpoint orders the asking job after extraction."""
+    return checkpoints.extract_frames.get(name=name).output.frames
+
+
 def extracted_frame(name, number):
-    """An extracted frame; asking the checkpoint first orders this job after the extraction."""
-    folder = checkpoints.extract_frames.get(name=name).output.frames
-    return os.path.join(folder, f"{frame_name(number)}.{frame_format(name)}")
+    return os.path.join(frames_folder(name), f"{frame_name(number)}.{frame_format(name)}")
 
 
 def frame_count(name):
     """Frames extracted for `name`; known only once the extract_frames checkpoint has run."""
-    folder = checkpoints.extract_frames.get(name=name).output.frames
+    folder = frames_folder(name)
     suffix = "." + frame_format(name)
     return sum(1 for entry in os.scandir(folder) if entry.name.endswith(suffix))
 
