@@ -5,7 +5,9 @@ Each test gets its own server directory (DREAMFLOW_SERVER_DIR) and kills the ser
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +95,15 @@ def env(server_dir):
     return values
 
 
+def dreamed_by_server(result):
+    """The pid of the server that the client's one log line names (and that line is all it wrote)."""
+    line, = result.stderr.splitlines()
+    match = re.fullmatch(rf"dreamflow: dreamed by the model server: pid (\d+), python {re.escape(sys.executable)}, "
+                         rf"host {re.escape(socket.gethostname())}", line)
+    assert match, line
+    return int(match.group(1))
+
+
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     directory = tmp_path_factory.mktemp("frames")
@@ -114,7 +125,7 @@ def in_process(tmp_path_factory, frames):
             result = dream_frame(directory, env, frames / frame, directory / f"{name}.png", number,
                                  previous and cache[previous], settings, threads)
             assert result.returncode == 0, result.stderr
-            assert result.stderr == ""
+            assert result.stderr.startswith("dreamflow: dreamed in-process: pid "), result.stderr
             cache[name] = directory / f"{name}.png"
         return cache[name].read_bytes()
 
@@ -128,8 +139,8 @@ def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle
     assert status(tmp_path, env) is None
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
     first = status(tmp_path, env)
+    assert dreamed_by_server(result) == first["pid"]
     assert first["cwd"] == str(tmp_path) and first["ready"]
     assert (tmp_path / "a.png").read_bytes() == expected
 
@@ -159,8 +170,7 @@ def test_a_killed_server_is_restarted_by_the_next_request(tmp_path, env, frames,
 
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "b.png")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert status(tmp_path, env)["pid"] != old
+    assert dreamed_by_server(result) == status(tmp_path, env)["pid"] != old
     assert (tmp_path / "b.png").read_bytes() == in_process("plain", "1.png")
 
 
@@ -224,8 +234,7 @@ def test_a_server_killed_mid_request_leaves_no_partial_frame_and_the_client_retr
 
     result = finish(process)  # the client started another server and sent the frame again
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert status(tmp_path, env)["pid"] != server["pid"]
+    assert dreamed_by_server(result) == status(tmp_path, env)["pid"] != server["pid"]
     assert output.read_bytes() == expected
     assert os.listdir(output.parent) == ["large.png"]
 

@@ -56,6 +56,7 @@ def cmd_dream_frame(args):
     dream_frame_file(dreamer, args.frame, args.output, args.number, settings["blend"],
                      previous_path=args.previous, jpg_quality=settings["jpg_quality"],
                      zoom=settings.get("zoom"))
+    print(f"dreamflow: dreamed in-process: {client.dreamer_identity()}", file=sys.stderr)
 
 
 def cmd_serve(args):

@@ -285,6 +285,12 @@ def ensure_server(paths, env=None):
         raise Unavailable(f"the server did not answer within {timeout:g} s; see {paths.log}")
 
 
+def dreamer_identity():
+    """Who dreamed a frame, for the job's log: which Python on which host (inside a container, the
+    container's Python and host name), so a log shows where the work ran."""
+    return f"pid {os.getpid()}, python {sys.executable}, host {socket.gethostname()}"
+
+
 def request_dream(request, env=None, notes=sys.stderr):
     """Have the server dream `request`; True once it has, False when the caller must dream in-process.
 
@@ -311,6 +317,7 @@ def request_dream(request, env=None, notes=sys.stderr):
                 continue
             status = reply.get("status")
             if status == "ok":
+                print(f"dreamflow: dreamed by the model server: {reply.get('dreamer')}", file=notes, flush=True)
                 return True
             if status == "error":
                 raise DreamflowError(reply.get("message", "the server reported an error"))

@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 
+from .client import dreamer_identity
 from .errors import DreamflowError
 
 DEFAULT_MODELS = 2
@@ -394,7 +395,7 @@ class Server:
         with self._state:
             self.served += 1
         log(f"{request['output']} in {time.monotonic() - started:.2f} s (threads: {threads})")
-        return {"status": "ok"}
+        return {"status": "ok", "dreamer": dreamer_identity()}
 
 
 def _leave(signum, frame):
