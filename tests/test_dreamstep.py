@@ -215,3 +215,17 @@ def test_zoomed_input_keeps_the_size_and_factor_one_changes_nothing():
 def test_a_missing_frame_without_zoom_is_an_error(dreamer, tmp_path):
     with pytest.raises(DreamflowError, match="frame 2 has no input frame"):
         dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 2, defaults("blend"))
+
+
+def test_cudnn_benchmark_changes_nothing_on_the_cpu(dreamer):
+    frame = pattern_array(36, 64)
+    benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=2)
+    assert np.array_equal(benchmarked.dream_array(frame), dreamer.dream_array(frame))
+
+
+def test_a_reduced_precision_dreamer_dreams_close_to_the_float32_one(dreamer):
+    frame = pattern_array(36, 64)
+    reduced = Dreamer({**FAST_DREAM, "precision": "bfloat16"}, threads=2).dream_array(frame)
+    exact = dreamer.dream_array(frame)
+    assert reduced.shape == exact.shape and not np.array_equal(reduced, exact)
+    assert np.abs(reduced.astype(int) - exact.astype(int)).mean() < 5  # of 255

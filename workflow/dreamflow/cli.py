@@ -94,7 +94,7 @@ def cmd_encode(args):
 
 
 DREAM_OPTIONS = ("model", "weights", "layers", "octaves", "octave_scale", "iterations", "step_size",
-                 "jitter", "seed", "device", "guide", "start", "tile_size")
+                 "jitter", "seed", "device", "precision", "cudnn_benchmark", "guide", "start", "tile_size")
 
 
 def _dream_settings(args):
@@ -258,6 +258,10 @@ def _add_dream_options(parser):
     parser.add_argument("--jitter", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"],
+                        help="bfloat16/float16: autocast the forward pass (faster on GPUs)")
+    parser.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action="store_true", default=None,
+                        help="CUDA: let cuDNN pick its fastest algorithms (pixels may vary between runs)")
     parser.add_argument("--guide", help="guide image: pull the layers towards its features")
     parser.add_argument("--start", choices=["image", "noise"], help="dream from the image or from seeded noise")
     parser.add_argument("--size", type=_size, metavar="HxW", help="noise size when no image is given")

@@ -83,6 +83,13 @@ class Dreamer:
         """Dream a uint8 (H, W, 3) array with `terms`, or else the objective the layer schedule
         gives `frame_number`."""
         objective = self.objective_for(terms) if terms else self.objective_for_frame(frame_number)
+        if self.device.type == "cuda":
+            import torch
+
+            # a process-wide switch, and a model server holds dreamers of several settings: set per call.
+            # Picks the fastest convolution algorithms per input size after a first timed pass; the
+            # choice may differ from run to run, so it is off by default (not measured here: no GPU)
+            torch.backends.cudnn.benchmark = bool(self.settings.get("cudnn_benchmark"))
         image = to_tensor(array).to(self.device)
         return to_array(engine.dream(self.model, objective, image, self.params))
 

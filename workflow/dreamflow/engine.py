@@ -18,6 +18,7 @@ MIN_OCTAVE_SIDE = 16  # smaller octaves carry no useful detail and break deep la
 # different gradients (cosine similarity with the untiled gradient ~0.2 instead of ~1 at block4).
 TILE_ALIGN = 32
 MIN_TILE_SIZE = 4 * TILE_ALIGN  # margins of one TILE_ALIGN each still leave a core twice as wide
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # float32: no autocast
 NOISE_AMPLITUDE = 0.1  # noise start: grey +- this; enough texture for a net to latch onto
 
 
@@ -30,6 +31,7 @@ class DreamParams:
     jitter: int = 32
     seed: int = 0
     tile_size: int | None = None  # None: whole octave at once; else tiles of at most this many px a side
+    precision: str = "float32"  # float32, or bfloat16/float16 autocast of the forward pass
 
     def __post_init__(self):
         if self.tile_size is not None and self.tile_size < MIN_TILE_SIZE:
@@ -41,7 +43,8 @@ class DreamParams:
         """Params from a dream settings dict; other keys in it are ignored, tile_size may be absent."""
         required = ("octaves", "octave_scale", "iterations", "step_size", "jitter", "seed")
         return cls(**{key: dream_settings[key] for key in required},
-                   tile_size=dream_settings.get("tile_size"))
+                   tile_size=dream_settings.get("tile_size"),
+                   precision=dream_settings.get("precision") or "float32")
 
 
 def octave_sizes(height, width, octaves, scale, min_side=MIN_OCTAVE_SIDE):
@@ -110,15 +113,31 @@ def tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
             for (left, right), (pad_left, pad_right) in columns]
 
 
-def objective_gradient(model, objective, image):
-    """d objective / d image, with the forward graph freed on return."""
+def objective_gradient(model, objective, image, precision="float32"):
+    """d objective / d image, with the forward graph freed on return.
+
+    With precision bfloat16 or float16 the forward pass runs under autocast (tensor cores on a GPU);
+    the objective and the gradient stay float32. Runs and is tested on the CPU, where autocast
+    works too but gains nothing; the speed-up on a GPU was not measured here (no GPU).
+    """
     leaf = image.detach().requires_grad_(True)
-    score = objective(model.activations(leaf, objective.layers))
+    dtype = AUTOCAST_DTYPES.get(precision)
+    with torch.autocast(leaf.device.type, dtype=dtype, enabled=dtype is not None):
+        activations = model.activations(leaf, objective.layers)
+    score = objective({layer: value.float() for layer, value in activations.items()})
+    if precision == "float16":
+        # objectives are means over up to millions of activations, so their gradients fall below
+        # float16's range (bfloat16 has float32's range): scaling by the activation count brings
+        # them back to the size of the activations. The step divides the gradient by its mean
+        # size, so the scale changes nothing else.
+        score = score * float(max(value.numel() for value in activations.values()))
     (gradient,) = torch.autograd.grad(score, leaf)
+    if precision == "float16" and not torch.isfinite(gradient).all():
+        return objective_gradient(model, objective, image)  # overflowed: this step in float32
     return gradient
 
 
-def tiled_gradient(model, objective, image, tile_size, generator):
+def tiled_gradient(model, objective, image, tile_size, generator, precision="float32"):
     """The gradient computed one padded tile at a time, keeping each tile's core only.
 
     A random grid offset per step moves the seams, so no seam stays in one place long enough to
@@ -135,25 +154,26 @@ def tiled_gradient(model, objective, image, tile_size, generator):
         # objectives are spatial means, so a tile's mean stands for (its area / image area) of the
         # whole image's; weighting by the padded area keeps each pixel's gradient on the untiled scale
         weight = (pad_bottom - pad_top) * (pad_right - pad_left) / (height * width)
-        tile_gradient = objective_gradient(model, weight * objective, tile)
+        tile_gradient = objective_gradient(model, weight * objective, tile, precision)
         gradient[:, :, top:bottom, left:right] = tile_gradient[
             :, :, top - pad_top:bottom - pad_top, left - pad_left:right - pad_left]
     return gradient
 
 
-def image_gradient(model, objective, image, tile_size, generator):
+def image_gradient(model, objective, image, params, generator):
     height, width = image.shape[-2:]
+    tile_size = params.tile_size
     if tile_size is None or (height <= tile_size and width <= tile_size):
         # not merely equivalent to one tile: the very same computation, so results are bit-identical
-        return objective_gradient(model, objective, image)
-    return tiled_gradient(model, objective, image, tile_size, generator)
+        return objective_gradient(model, objective, image, params.precision)
+    return tiled_gradient(model, objective, image, tile_size, generator, params.precision)
 
 
 def gradient_step(model, objective, image, params, generator):
     """One ascent step: shift, follow the normalised gradient, shift back, keep pixels in range."""
     offset = transforms.random_shift(generator, params.jitter)
     shifted = transforms.shift(image, offset)
-    gradient = image_gradient(model, objective, shifted, params.tile_size, generator)
+    gradient = image_gradient(model, objective, shifted, params, generator)
     # normalising by mean |g| makes step_size mean "pixels per step" whatever the layer's scale
     # clamp_min, not "+ eps": tiny but real gradients (random-init nets) must still take full steps
     gradient = gradient / gradient.abs().mean().clamp_min(1e-30)

@@ -34,6 +34,8 @@ def dream_filename(stem, dream_settings, suffix=".png"):
         parts.append("noise")
     if d.get("guide"):
         parts.append("guide-" + re.sub(r"\.[^.]*$", "", d["guide"].split("/")[-1]))
+    if d.get("precision", "float32") != "float32":
+        parts.append(d["precision"])
     if d.get("tile_size"):
         parts.append(f"tile{d['tile_size']}")
     return safe("_".join(parts)) + suffix
