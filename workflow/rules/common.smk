@@ -1,7 +1,9 @@
 # Shared parts: config validation (once, before any job) and the helpers input functions use.
 
+import inspect
 import re
 
+from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
 
 from dreamflow import config as dreamflow_config
@@ -90,6 +92,20 @@ def dreamed_frames(wildcards):
     return dreamed_frames_of(wildcards.name)
 
 
+def per_frame(function):
+    """Marks an input or params function that Snakemake calls once per frame job: Snakemake reads
+    such a function's signature (inspect.signature) several times per job, a cost that grows with
+    the video; reading it once here is Snakemake's own hook for fixed parameters."""
+    overwrite_function_params(function, inspect.signature(function).parameters)
+    return function
+
+
+@per_frame
+def dream_frame_settings(wildcards):
+    return DREAM_SETTINGS[wildcards.name]
+
+
+@per_frame
 def dream_frame_inputs(wildcards):
     """The raw frame (none for zoom frames after the first), the previous dream when blending or
     zooming (the chain edge: dream N waits for dreamed N-1), the guide image and the weights."""
@@ -110,6 +126,7 @@ def dream_frame_inputs(wildcards):
     return inputs
 
 
+@per_frame
 def dream_frame_paths(wildcards, input):
     arguments = []
     for key in ("frame", "previous"):

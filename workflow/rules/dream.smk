@@ -11,7 +11,7 @@ rule dream_frame:
         # few functions: Snakemake inspects every input and params function once per job, which
         # dominates DAG building for long videos. The settings stay a param of their own: params
         # derived from input are left out of Snakemake's rerun-on-params-change check.
-        settings=lambda wildcards: DREAM_SETTINGS[wildcards.name],
+        settings=dream_frame_settings,
         paths=dream_frame_paths,
     threads: config["resources"]["dream_threads"]
     log:
