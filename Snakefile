@@ -19,6 +19,13 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+# With `--sdm apptainer`, every rule's job runs in this image (config key `container`, validated in
+# common.smk); null leaves every job on the host. It must come before the rules that it applies to.
+container: config["container"]
+
+
 include: "workflow/rules/models.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/dream.smk"

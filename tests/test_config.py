@@ -178,6 +178,35 @@ def test_existing_weights_file_passes_validation(tmp_path):
     assert config.validate(minimal(dream={"weights": str(weights)}))["dream"]["weights"] == str(weights)
 
 
+def test_container_defaults_to_none_and_takes_a_docker_uri():
+    assert config.validate(minimal())["container"] is None
+    image = "docker://localhost/dreamflow:test"
+    assert config.validate(minimal(container=image))["container"] == image
+
+
+def test_container_takes_an_existing_sif_file(tmp_path):
+    image = tmp_path / "dreamflow.sif"
+    image.write_bytes(b"checked by apptainer when a job runs, not here")
+    assert config.validate(minimal(container=str(image)))["container"] == str(image)
+
+
+def test_missing_sif_file_is_rejected(tmp_path):
+    missing = str(tmp_path / "nope.sif")
+    assert error_of(minimal(container=missing)) == f"config key container: file not found: {missing}"
+
+
+@pytest.mark.parametrize("image", ["dreamflow:latest", "images/dreamflow.img", "library://user/dreamflow",
+                                   "docker://", "docker://dream flow"])
+def test_container_of_another_form_is_rejected_naming_the_key(image):
+    message = error_of(minimal(container=image))
+    assert message.startswith("config key container: ")
+    assert "a local Apptainer image file ending in .sif, or a docker:// URI" in message
+
+
+def test_container_of_the_wrong_type_is_rejected_naming_the_key():
+    assert error_of(minimal(container=3)).startswith("config key container: 3 is not of type")
+
+
 def test_validate_section_checks_values_and_layers():
     config.validate_section("dream", defaults("dream"))
     with pytest.raises(DreamflowError, match=r"^config key dream\.iterations:"):

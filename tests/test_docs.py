@@ -31,6 +31,14 @@ def test_every_option_is_set_in_config_yaml(section):
     assert sorted(shipped[section]) == section_keys(section)
 
 
+def test_every_top_level_option_is_documented_and_set_in_config_yaml():
+    keys = [key for key in SCHEMA["properties"] if key not in SECTIONS + ("inputs",)]
+    readme = (REPO / "README.md").read_text()
+    shipped = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert [key for key in keys if f"| `{key}` |" not in readme] == []
+    assert [key for key in keys if key not in shipped] == []
+
+
 def test_shipped_config_is_valid():
     shipped = yaml.safe_load((REPO / "config.yaml").read_text())
     config.validate(shipped)

@@ -90,6 +90,7 @@ def validate(config, schema=None):
         raise DreamflowError("config: expected a mapping of keys to values at the top level")
     config = fill_defaults(copy.deepcopy(config), schema, schema)
     _raise_errors(config, schema)
+    _check_container(config["container"])
     global_settings = {section: config[section] for section in SECTIONS}
     _check_settings("", {**global_settings, "dream": resolve_dream(config["dream"])})
     for name, entry in config["inputs"].items():
@@ -156,6 +157,25 @@ def _check_settings(prefix, settings):
     for key in ("weights", "guide"):
         if dream[key] is not None and not os.path.isfile(dream[key]):
             raise DreamflowError(f"config key {prefix}dream.{key}: file not found: {dream[key]}")
+
+
+CONTAINER_FORMS = "a local Apptainer image file ending in .sif, or a docker:// URI"
+
+
+def _check_container(image):
+    """The forms Snakemake's --sdm apptainer runs: a local image file or a URI it can pull."""
+    if image is None:
+        return
+    if any(character.isspace() for character in image):
+        raise DreamflowError(f"config key container: {image!r} contains whitespace; expected {CONTAINER_FORMS}")
+    if image.startswith("docker://"):
+        if image == "docker://":
+            raise DreamflowError(f"config key container: 'docker://' names no image; expected {CONTAINER_FORMS}")
+        return
+    if "://" in image or not image.endswith(".sif"):
+        raise DreamflowError(f"config key container: {image!r} is not {CONTAINER_FORMS}")
+    if not os.path.isfile(image):
+        raise DreamflowError(f"config key container: file not found: {image}")
 
 
 def _check_terms(key, model, terms):
