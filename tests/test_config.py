@@ -23,7 +23,7 @@ def test_validate_fills_every_default():
     validated = config.validate(minimal())
     assert validated["work_dir"] == "work"
     assert validated["results_dir"] == "results"
-    assert validated["resources"] == {"dream_threads": 2, "ffmpeg_threads": 2}
+    assert validated["resources"] == {"dream_threads": "auto", "ffmpeg_threads": 2}
     assert validated["dream"]["model"] == "efficientnet_lite0"
     assert validated["dream"]["layers"] is None
     assert config.settings_for(validated, "clip")["dream"]["layers"] == ["block10"]
@@ -251,3 +251,21 @@ def test_folder_images_are_in_natural_order_without_hidden_or_other_files(tmp_pa
 def test_canonical_json_is_independent_of_key_order():
     assert config.canonical_json({"b": 1, "a": [1, 2]}) == config.canonical_json({"a": [1, 2], "b": 1})
     assert config.canonical_json({"a": 1}) != config.canonical_json({"a": 2})
+
+
+@pytest.mark.parametrize("threads", [4, "auto"])
+def test_dream_threads_take_a_count_or_auto(threads):
+    assert config.validate(minimal(resources={"dream_threads": threads}))["resources"]["dream_threads"] == threads
+
+
+@pytest.mark.parametrize("threads", ["many", 0])
+def test_bad_dream_threads_name_the_key(threads):
+    message = error_of(minimal(resources={"dream_threads": threads}))
+    assert message.startswith("config key resources.dream_threads:"), message
+
+
+def test_a_value_fitting_no_alternative_says_what_is_expected():
+    assert error_of(minimal(dream={"layers": 5})) == (
+        "config key dream.layers: 5 is not allowed; expected a layer term or a list of terms or null")
+    assert error_of(minimal(resources={"dream_threads": "many"})) == (
+        "config key resources.dream_threads: 'many' is not allowed; expected an integer >= 1 or 'auto'")

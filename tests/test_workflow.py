@@ -307,3 +307,15 @@ def test_googlenet_dreams_from_weights_already_in_the_cache(workflow):
     assert result.returncode == 0, result.output
     assert workflow.finished(result, "fetch_model") == 0
     assert workflow.path("results", "tiny", "tiny.png").exists()
+
+
+@pytest.mark.parametrize("blend, threads", [({"mode": "none"}, {1}), ({"mode": "constant"}, {2})])
+def test_auto_dream_threads_give_a_chain_every_core_and_independent_frames_one_each(
+        finished_plain, tmp_path, blend, threads):
+    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    config = flow.read_config()
+    flow.write_config({**config, "blend": blend, "resources": {**config["resources"], "dream_threads": "auto"}})
+    result = flow.run("--dry-run", "--printshellcmds", "--forcerun", "dream_frame")  # --cores 2
+    assert result.returncode == 0, result.output
+    used = re.findall(r"dreamflow dream-frame .* --threads (\d+) ", result.output)
+    assert len(used) == 6 and {int(n) for n in used} == threads

@@ -4,7 +4,8 @@
 
 (a) per-frame dream time in one warm process: the compute floor
 (b) whole-workflow wall time per frame, `snakemake --cores 2`, frames dreamed through the model server
-(c) b / a (target: at most 1.15)
+    with the shipped `dream_threads: auto` (independent frames: one thread each, two at once)
+(c) b / a (target: at most 1.15); b2 and b2 / a: the same with 2 threads per frame, as in (a)
 (d) the same workflow with one fresh process per frame (DREAMFLOW_SERVER=off: import torch and
     load the model every time, as the old tools do), and d / b
 (e) dry-run DAG build time for a synthetic 10,000- and 108,000-frame video with blending on
@@ -39,11 +40,11 @@ def make_video(path, frames):
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
 
 
-def write_project(directory, frames, blend="none"):
+def write_project(directory, frames, blend="none", dream_threads="auto"):
     directory.mkdir(parents=True, exist_ok=True)
     make_video(directory / "clip.mp4", frames)
     config = {"inputs": {"clip": {"path": "clip.mp4"}}, "blend": {"mode": blend},
-              "resources": {"dream_threads": 2, "ffmpeg_threads": 2}}
+              "resources": {"dream_threads": dream_threads, "ffmpeg_threads": 2}}
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -118,18 +119,25 @@ def main():
         floor = statistics.median(warm_per_frame(warm_project / "work" / "clip" / "frames", args.frames))
         rows.append(("(a) dream, one warm process", f"{floor:.3f} s/frame"))
 
-        # (b) whole workflow through the server; the server exits when idle between repeats
+        # (b) whole workflow through the server, with the shipped dream_threads (auto: here one
+        # thread per frame, two frames at once) and with 2 threads per frame, the threading of (a);
+        # the two settings alternate so that load changes hit both alike
         env = {"DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": "30"}
-        runs, server_peak = [], float("nan")
+        runs, server_peak = {"auto": [], 2: []}, float("nan")
         for repeat in range(args.repeats):
-            project = root / f"server{repeat}"
-            write_project(project, args.frames)
-            runs.append(snakemake(project, env=env) / args.frames)
-            pids = [Path(p).read_text().strip() for p in glob.glob(str(server_dir / "*.pid"))]
-            server_peak = max([peak_rss_mib(pid) for pid in pids if Path(f"/proc/{pid}").exists()] or [server_peak])
-        workflow = statistics.median(runs)
-        rows.append(("(b) workflow, model server", f"{workflow:.3f} s/frame"))
+            for threads in runs:
+                project = root / f"server{repeat}-{threads}"
+                write_project(project, args.frames, dream_threads=threads)
+                runs[threads].append(snakemake(project, env=env) / args.frames)
+                pids = [Path(p).read_text().strip() for p in glob.glob(str(server_dir / "*.pid"))]
+                server_peak = max([peak_rss_mib(pid) for pid in pids if Path(f"/proc/{pid}").exists()]
+                                  or [server_peak])
+        workflow = statistics.median(runs["auto"])
+        same_threads = statistics.median(runs[2])
+        rows.append(("(b) workflow, model server, dream_threads auto", f"{workflow:.3f} s/frame"))
         rows.append(("(c) b / a", f"{workflow / floor:.2f}  (target <= 1.15)"))
+        rows.append(("(b2) workflow, model server, dream_threads 2", f"{same_threads:.3f} s/frame"))
+        rows.append(("    b2 / a", f"{same_threads / floor:.2f}"))
 
         if not args.skip_fresh:
             project = root / "fresh"
@@ -144,7 +152,7 @@ def main():
             rows.append((f"(e) dry-run DAG, {frames:,} frames", f"{seconds:.1f} s  (target <= {target} s)"))
 
         # (f) one client request against the warm server of the last (b) project
-        frame = root / "server0" / "work" / "clip" / "frames" / "000001.png"
+        frame = root / "server0-auto" / "work" / "clip" / "frames" / "000001.png"
         client = subprocess.run(
             [PYTHON, "-c", "import resource, sys; from dreamflow.cli import main; main(sys.argv[1:]); "
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)",
@@ -153,7 +161,7 @@ def main():
              '"octaves": 1, "octave_scale": 1.4, "iterations": 1, "step_size": 1.5, "jitter": 0, '
              '"seed": 0, "device": "cpu"}, "blend": {"mode": "none"}, "jpg_quality": 95}',
              "-o", str(root / "client.png")],
-            capture_output=True, text=True, cwd=root / "server0", env={**os.environ, **env})
+            capture_output=True, text=True, cwd=root / "server0-auto", env={**os.environ, **env})
         client_kib = int(client.stderr.strip().splitlines()[-1]) if client.returncode == 0 else float("nan")
         rows.append(("(f) peak RSS, model server", f"{server_peak:.0f} MiB"))
         rows.append(("    peak RSS, one client", f"{client_kib / 1024:.0f} MiB"))

@@ -80,7 +80,26 @@ def _describe(error, prefix=""):
         return f"config key {key}: {error.instance!r} is not allowed; allowed values: {allowed}"
     if error.validator == "required":
         return f"config key {key}: {error.message}"
+    if error.validator == "oneOf":
+        expected = " or ".join(_expected(alternative) for alternative in error.validator_value)
+        return f"config key {key}: {error.instance!r} is not allowed; expected {expected}"
     return f"config key {key}: {error.message}"
+
+
+def _expected(schema):
+    """A schema alternative in words, e.g. 'an integer >= 1', "'auto'", 'null', 'terms'."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return {"terms": "a layer term or a list of terms", "term": "a layer term"}.get(name, name)
+    kinds = schema.get("type", "a value")
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "null": "null",
+             "boolean": "true or false", "object": "a mapping", "array": "a list"}
+    text = " or ".join(words.get(kind, kind) for kind in ([kinds] if isinstance(kinds, str) else kinds))
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
 
 
 def validate(config, schema=None):

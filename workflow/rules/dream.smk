@@ -13,7 +13,7 @@ rule dream_frame:
         # derived from input are left out of Snakemake's rerun-on-params-change check.
         settings=dream_frame_settings,
         paths=dream_frame_paths,
-    threads: config["resources"]["dream_threads"]
+    threads: DREAM_JOB_THREADS
     log:
         f"{WORK}/{{name}}/logs/dream/{{frame}}.{{ext}}.log",
     message:
@@ -36,7 +36,7 @@ rule sweep_layer:
     params:
         settings=lambda wildcards: dream_job_settings(
             wildcards.name, layers=sweep_items(wildcards.name)[wildcards.item], layer_schedule=None),
-    threads: config["resources"]["dream_threads"]
+    threads: DREAM_JOB_THREADS
     log:
         f"{WORK}/{{name}}/logs/sweep/{{item}}.{{ext}}.log",
     message:
