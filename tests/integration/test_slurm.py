@@ -134,3 +134,34 @@ def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_
     assert f"weights file {broken} could not be loaded as a state dict" in result.output
     states = [state for state, comment in slurm_jobs(result, slurm_env) if "dream_frame" in comment]
     assert states == ["FAILED"]  # one group job, not frames submitted twice over
+
+
+def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
+    """What the README recommends for long blend or zoom chains: the workflow itself is one batch job
+    (sbatch runs snakemake on the node, the frames run there as local jobs through one model server),
+    so no per-frame submission and no frame groups are needed."""
+    project = project_copy(tmp_path / "project")
+    (project / "test-overrides.yaml").write_text(
+        yaml.safe_dump({**DEMO, "blend": {"mode": "constant", "factor": 0.5}}))
+    script = tmp_path / "dreamflow-job.sh"
+    script.write_text('#!/bin/bash\nexec "$DREAMFLOW_PYTHON" -m snakemake --cores "$SLURM_CPUS_PER_TASK" '
+                      "--configfile test-overrides.yaml\n")
+    env = {**slurm_env, "DREAMFLOW_PYTHON": sys.executable}
+    start = time.monotonic()
+    try:
+        submitted = subprocess.run(
+            ["sbatch", "--wait", "--parsable", "--partition=debug", "--account=dreamflow-test",
+             "--cpus-per-task=2", "--job-name=dreamflow-whole", f"--chdir={project}",
+             f"--output={tmp_path / 'job.log'}", str(script)],
+            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    finally:
+        cancel_all_jobs(env)
+    SUMMARY.append(f"SLURM one-allocation blended run: {time.monotonic() - start:.0f} s")
+    log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
+    assert submitted.returncode == 0, submitted.stderr + log[-8000:]
+    assert (project / "results/demo/demo.mp4").stat().st_size > 0
+    assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
+    sacct = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
+                            f"--jobs={submitted.stdout.strip().split(';')[0]}", "--format=JobName,State"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert sacct.stdout.split() == ["dreamflow-whole|COMPLETED"]

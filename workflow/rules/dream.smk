@@ -1,5 +1,10 @@
 # Dream one frame. With blending or zooming on, the previous dreamed frame is an input: an explicit
 # DAG edge, so frames are dreamed in order and deleting frame k redoes k..end.
+#
+# The dream rules have no conda environment: their job is a stdlib-only client, and the model server
+# runs under the Python that installed dreamflow whatever environment is active, so an environment
+# would change nothing, while Snakemake expands every job's params to resolve one (6% of the dry run
+# of a long video).
 
 
 rule dream_frame:
@@ -18,8 +23,6 @@ rule dream_frame:
         f"{WORK}/{{name}}/logs/dream/{{frame}}.{{ext}}.log",
     message:
         "Dreaming frame {wildcards.frame} of {wildcards.name}"
-    conda:
-        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow dream-frame {params.paths:q} --number {wildcards.frame} --settings {params.settings:q}"
         " --threads {threads} -o {output.frame:q} 2> {log:q}"
@@ -41,8 +44,6 @@ rule sweep_layer:
         f"{WORK}/{{name}}/logs/sweep/{{item}}.{{ext}}.log",
     message:
         "Dreaming {wildcards.name} with {wildcards.item}"
-    conda:
-        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow dream-frame --frame {input.frame:q} --number 1 --settings {params.settings:q}"
         " --threads {threads} -o {output.image:q} 2> {log:q}"
