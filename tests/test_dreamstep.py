@@ -218,13 +218,13 @@ def test_a_missing_frame_without_zoom_is_an_error(dreamer, tmp_path):
 
 
 def test_cudnn_benchmark_changes_nothing_on_the_cpu(dreamer):
-    frame = pattern_array(36, 64)
+    frame = pattern_array(36, 64).copy()
     benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=2)
     assert np.array_equal(benchmarked.dream_array(frame), dreamer.dream_array(frame))
 
 
 def test_a_reduced_precision_dreamer_dreams_close_to_the_float32_one(dreamer):
-    frame = pattern_array(36, 64)
+    frame = pattern_array(36, 64).copy()
     reduced = Dreamer({**FAST_DREAM, "precision": "bfloat16"}, threads=2).dream_array(frame)
     exact = dreamer.dream_array(frame)
     assert reduced.shape == exact.shape and not np.array_equal(reduced, exact)
