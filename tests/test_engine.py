@@ -293,3 +293,26 @@ def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision)
 def test_dream_params_read_the_precision():
     assert engine.DreamParams.from_settings(defaults("dream")).precision == "float32"
     assert engine.DreamParams.from_settings(defaults("dream", precision="bfloat16")).precision == "bfloat16"
+
+
+class LoudModel:
+    """A real one-convolution network whose activations are scaled up so far that float16 gradients
+    overflow: the case in which a float16 step must be redone in float32."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def activations(self, image, layers):
+        return {"loud": self.conv(image) * 3e4}
+
+
+def test_a_float16_step_that_overflows_is_redone_in_float32(image):
+    model, objective = LoudModel(), objectives.layers_l2(["loud"])
+    with torch.autocast("cpu", dtype=torch.float16):  # the overflow is real: float16 alone gives inf
+        leaf = image.detach().requires_grad_(True)
+        activations = model.activations(leaf, ["loud"])
+    raw = torch.autograd.grad(objective({"loud": activations["loud"].float()}) * activations["loud"].numel(), leaf)[0]
+    assert not torch.isfinite(raw).all()
+    gradient = engine.objective_gradient(model, objective, image, "float16")
+    assert torch.equal(gradient, engine.objective_gradient(model, objective, image))
