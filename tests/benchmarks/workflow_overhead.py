@@ -49,8 +49,8 @@ def write_project(directory, frames, blend="none", dream_threads="auto"):
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(directory, *args, env=None):
-    command = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile"):
+    command = [PYTHON, "-m", "snakemake", "--snakefile", str(snakefile), "--directory",
                str(directory), "--cores", "2", *args]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(env or {})})
@@ -89,9 +89,14 @@ def dag_seconds(directory, frames):
     frames_dir.mkdir(parents=True)
     subprocess.run([PYTHON, "-m", "dreamflow", "probe", str(directory / "clip.mp4"),
                     "-o", str(directory / "work" / "clip" / "probe.json")], check=True)
-    for number in range(1, frames + 1):
-        (frames_dir / f"{number:06d}.png").touch()
+    touch_frames(frames_dir, frames)
     return snakemake(directory, "--dry-run", "--quiet")
+
+
+def touch_frames(folder, frames):
+    """A synthetic extraction: `frames` empty frame files, as extract_frames names them."""
+    for number in range(1, frames + 1):
+        (folder / f"{number:06d}.png").touch()
 
 
 # The same DAG shape with nothing of dreamflow in it (no config, params, logs or settings): a
@@ -135,13 +140,9 @@ rule encode:
 def bare_dag_seconds(directory, frames):
     """(e) floor: the dry run of BARE_SNAKEFILE over `frames` empty frame files."""
     (directory / "frames").mkdir(parents=True)
-    for number in range(1, frames + 1):
-        (directory / "frames" / f"{number:06d}.png").touch()
+    touch_frames(directory / "frames", frames)
     (directory / "Snakefile").write_text(BARE_SNAKEFILE)
-    start = time.perf_counter()
-    subprocess.run([PYTHON, "-m", "snakemake", "--snakefile", str(directory / "Snakefile"), "--directory",
-                    str(directory), "--cores", "2", "--dry-run", "--quiet"], check=True, capture_output=True)
-    return time.perf_counter() - start
+    return snakemake(directory, "--dry-run", "--quiet", snakefile=directory / "Snakefile")
 
 
 def peak_rss_mib(pid):

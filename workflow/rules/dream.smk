@@ -13,7 +13,7 @@ rule dream_frame:
     output:
         frame=f"{WORK}/{{name}}/dreamed/{{frame}}.{{ext}}",
     params:
-        # few functions: Snakemake inspects every input and params function once per job, which
+        # few functions: Snakemake calls every input and params function once per job, which
         # dominates DAG building for long videos. The settings stay a param of their own: params
         # derived from input are left out of Snakemake's rerun-on-params-change check.
         settings=dream_frame_settings,
