@@ -1,5 +1,5 @@
 # dreamflow: videos, image folders and single images in, DeepDream out.
-# Entry point: config, validation, rule modules and the default target. Logic lives in the
+# Entry point: config, the plan, rule modules and the default target. Logic lives in the
 # dreamflow package (workflow/dreamflow); rules only name files and parameters.
 
 import os
@@ -9,11 +9,12 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# parse-time checks use the package from this checkout, whatever is installed
+# parse-time code uses the package from this checkout, whatever is installed
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
-# a blend chain makes each dreamed frame depend on the one before: Snakemake's DAG walk recurses
-# once per link, so long videos need a deeper stack than Python's default 1000
+# a chain makes each dreamed frame depend on the one before: Snakemake's DAG walk recurses once
+# per link, so long chains need a deeper stack than Python's default 1000
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 200_000))
+
 
 configfile: "config.yaml"
 
@@ -21,9 +22,9 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 
 
-# With `--sdm apptainer`, every rule's job runs in this image (config key `container`, validated in
-# common.smk); null leaves every job on the host. It must come before the rules that it applies to.
-container: config["container"]
+# With `--sdm apptainer`, every rule's job runs in this image (config key `container`); null
+# leaves every job on the host. It must come before the rules that it applies to.
+container: PLAN.container
 
 
 include: "workflow/rules/models.smk"
@@ -32,7 +33,6 @@ include: "workflow/rules/dream.smk"
 include: "workflow/rules/encode.smk"
 
 
-# Every dreamed frame is listed as well as each result, so a deleted frame is always redone.
 rule all:
     input:
         all_targets,

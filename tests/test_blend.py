@@ -8,7 +8,7 @@ import torch
 
 from dreamflow.blend import blend_factor, mix, uses_previous_frame
 
-from unit_helpers import defaults
+from helpers import defaults
 
 
 def settings(**overrides):

@@ -9,7 +9,7 @@ import torchvision
 from dreamflow import models
 from dreamflow.images import read_rgb, write_rgb
 
-from unit_helpers import pattern_array
+from helpers import pattern_array
 
 FAST = ["--octaves", "1", "--iterations", "2", "--jitter", "4", "--device", "cpu", "--threads", "2"]
 
@@ -207,10 +207,13 @@ def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
     result = dreamflow("sweep", tmp_path / "cat.png", "--layers", "block2", "block4+block5:1", "--columns", "2",
                        "-o", tmp_path / "sweep", *FAST)
     assert result.returncode == 0, result.stderr
-    names = sorted(os.listdir(tmp_path / "sweep"))
-    assert names == ["cat_efficientnet_lite0_block2_o1x1.4_i2_s1.5_j4_seed0.png",
-                     "cat_efficientnet_lite0_block4+block5-1_o1x1.4_i2_s1.5_j4_seed0.png",
-                     "cat_sweep.png"]
+    # the workflow's names: sweep/<item>.png beside <name>_sweep.png
+    assert sorted(os.listdir(tmp_path / "sweep")) == ["cat_sweep.png", "sweep"]
+    items = sorted(os.listdir(tmp_path / "sweep" / "sweep"))
+    assert items == ["01-block2.png", "02-block4+block5-1.png"]
+    first, second = (read_rgb(tmp_path / "sweep" / "sweep" / item) for item in items)
+    assert first.shape == second.shape == pattern_array().shape
+    assert (first != second).any()  # each item dreamed with its own layers
     sheet = read_rgb(tmp_path / "sweep" / "cat_sweep.png")
     assert sheet.shape[1] > 2 * pattern_array().shape[1]
 

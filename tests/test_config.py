@@ -6,7 +6,7 @@ import pytest
 from dreamflow import config
 from dreamflow.errors import DreamflowError
 
-from unit_helpers import defaults, solid_image
+from helpers import defaults, solid_image
 
 
 def minimal(**sections):
@@ -246,11 +246,6 @@ def test_folder_images_are_in_natural_order_without_hidden_or_other_files(tmp_pa
     (tmp_path / "img4.png").mkdir()
     found = [os.path.basename(path) for path in config.folder_images(str(tmp_path))]
     assert found == ["img1.PNG", "img2.jpg", "img10.png"]
-
-
-def test_canonical_json_is_independent_of_key_order():
-    assert config.canonical_json({"b": 1, "a": [1, 2]}) == config.canonical_json({"a": [1, 2], "b": 1})
-    assert config.canonical_json({"a": 1}) != config.canonical_json({"a": 2})
 
 
 @pytest.mark.parametrize("threads", [4, "auto"])

@@ -1,19 +1,28 @@
 import numpy as np
 import pytest
 
-from dreamflow.dreamstep import Dreamer, blended_input, dream_frame_file, pick_device, zoomed_input
+from dreamflow import config
+from dreamflow.dreamstep import Dreamer, blended_input, pick_device, run_job, zoomed_input
 from dreamflow.errors import DreamflowError
-from dreamflow import engine
 from dreamflow.images import read_rgb, to_tensor, write_rgb
+from dreamflow.job import FrameJob, JobSettings
 
-from unit_helpers import defaults, pattern_array
+from helpers import TINY_DREAM, defaults, objective_value, pattern_array
 
-FAST_DREAM = defaults("dream", octaves=1, iterations=1, jitter=2, device="cpu", layers=["block3"])
+FAST_DREAM = defaults("dream", **TINY_DREAM, device="cpu")  # block4, which the schedules below use
+THREADS = 2
 
 
 @pytest.fixture(scope="module")
 def dreamer():
-    return Dreamer(FAST_DREAM, threads=2)
+    return Dreamer(FAST_DREAM, threads=THREADS)
+
+
+def frame_job(dreamer, number, output, frame=None, blend=None, previous=None, zoom=None):
+    """The job the workflow would run for frame `number` on `dreamer` (blend: default settings)."""
+    settings = JobSettings(dream=dreamer.settings, blend=blend or defaults("blend"), zoom=zoom)
+    frame, previous = (None if path is None else str(path) for path in (frame, previous))
+    return FrameJob(number, str(output), settings, THREADS, frame=frame, previous=previous)
 
 
 def test_first_frame_is_dreamed_raw_even_when_blending():
@@ -51,11 +60,11 @@ def test_cuda_request_without_cuda_names_the_key():
     assert pick_device("auto").type == "cpu"
 
 
-def test_dream_frame_file_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_path):
+def test_run_job_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_path):
     frame = pattern_array()
     write_rgb(frame, tmp_path / "000001.png")
-    dream_frame_file(dreamer, str(tmp_path / "000001.png"), str(tmp_path / "out" / "000001.png"), 1,
-                     defaults("blend"))
+    job = frame_job(dreamer, 1, tmp_path / "out" / "000001.png", tmp_path / "000001.png")
+    run_job(job, dreamer)
     dreamed = read_rgb(tmp_path / "out" / "000001.png")
     assert dreamed.shape == frame.shape
     assert not np.array_equal(dreamed, frame)
@@ -64,8 +73,8 @@ def test_dream_frame_file_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_p
 def test_blended_frame_without_its_previous_dream_is_an_error(dreamer, tmp_path):
     write_rgb(pattern_array(), tmp_path / "000002.png")
     with pytest.raises(DreamflowError, match="blend mode loop needs the previous dreamed frame for frame 2"):
-        dream_frame_file(dreamer, str(tmp_path / "000002.png"), str(tmp_path / "out.png"), 2,
-                         defaults("blend", mode="loop"))
+        run_job(frame_job(dreamer, 2, tmp_path / "out.png", tmp_path / "000002.png",
+                          blend=defaults("blend", mode="loop")), dreamer)
     assert not (tmp_path / "out.png").exists()
 
 
@@ -76,20 +85,21 @@ def test_blended_frame_uses_its_previous_dream(dreamer, tmp_path):
     write_rgb(pattern_array(seed=3), tmp_path / "previous.png")
     blend = defaults("blend", mode="constant", factor=1.0)
     for name in ("a", "b"):
-        dream_frame_file(dreamer, str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"), 2, blend,
-                         previous_path=str(tmp_path / "previous.png"))
+        run_job(frame_job(dreamer, 2, tmp_path / f"{name}-out.png", tmp_path / f"{name}.png", blend,
+                          previous=tmp_path / "previous.png"), dreamer)
     np.testing.assert_array_equal(read_rgb(tmp_path / "a-out.png"), read_rgb(tmp_path / "b-out.png"))
 
 
 # ---- objectives, layer schedules and guides ----
 
 def test_layers_may_be_channel_terms_and_mappings():
-    dreamer = Dreamer({**FAST_DREAM, "layers": ["block3:5", {"layer": "block4", "weight": 0.5}]}, threads=2)
+    dreamer = Dreamer({**FAST_DREAM, "layers": ["block3:5", {"layer": "block4", "weight": 0.5}]},
+                      threads=THREADS)
     assert dreamer.objective_for_frame(1).layers == ["block3", "block4"]
 
 
 def test_no_layers_means_the_model_default():
-    dreamer = Dreamer({**FAST_DREAM, "layers": None}, threads=2)
+    dreamer = Dreamer({**FAST_DREAM, "layers": None}, threads=THREADS)
     assert dreamer.objective_for_frame(1).layers == ["block10"]
 
 
@@ -105,21 +115,23 @@ def test_a_bad_schedule_names_the_config_key():
 
 
 def test_an_unknown_start_is_an_error():
+    # the schema catches it: a Dreamer is only ever given settings that passed it
     with pytest.raises(DreamflowError, match=r"dream\.start: 'blank' is not allowed"):
-        Dreamer({**FAST_DREAM, "start": "blank"})
+        config.validate_section("dream", {**FAST_DREAM, "start": "blank"})
 
 
 @pytest.fixture(scope="module")
 def scheduled():
-    schedule = {"mode": "cycle", "layers": ["block3", "block5", "block3"]}
-    return Dreamer({**FAST_DREAM, "layer_schedule": schedule}, threads=2)
+    # frames 1 and 3 dream FAST_DREAM's own layer, so they match the unscheduled `dreamer`
+    schedule = {"mode": "cycle", "layers": ["block4", "block5", "block4"]}
+    return Dreamer({**FAST_DREAM, "layer_schedule": schedule}, threads=THREADS)
 
 
 def test_a_layer_schedule_dreams_each_frame_with_its_layer(dreamer, scheduled):
-    block5 = Dreamer({**FAST_DREAM, "layers": ["block5"]}, threads=2)
+    block5 = Dreamer({**FAST_DREAM, "layers": ["block5"]}, threads=THREADS)
     frame = pattern_array().copy()
     first, second = scheduled.dream_array(frame, 1), scheduled.dream_array(frame, 2)
-    np.testing.assert_array_equal(first, dreamer.dream_array(frame))  # dreamer: block3 on every frame
+    np.testing.assert_array_equal(first, dreamer.dream_array(frame))  # block4 on every frame
     np.testing.assert_array_equal(second, block5.dream_array(frame))
     assert not np.array_equal(first, second)
 
@@ -129,23 +141,25 @@ def test_objectives_are_built_once_per_distinct_term_list(scheduled):
     assert scheduled.objective_for_frame(1) is not scheduled.objective_for_frame(2)
 
 
-def test_dream_frame_file_follows_the_schedule(dreamer, scheduled, tmp_path):
+def test_run_job_follows_the_schedule(dreamer, scheduled, tmp_path):
     write_rgb(pattern_array(), tmp_path / "frame.png")
     for number in (1, 2):
-        dream_frame_file(scheduled, str(tmp_path / "frame.png"), str(tmp_path / f"{number}.png"), number,
-                         defaults("blend"))
-    dream_frame_file(dreamer, str(tmp_path / "frame.png"), str(tmp_path / "fixed.png"), 2, defaults("blend"))
+        job = frame_job(scheduled, number, tmp_path / f"{number}.png", tmp_path / "frame.png")
+        run_job(job, scheduled)
+    run_job(frame_job(dreamer, 2, tmp_path / "fixed.png", tmp_path / "frame.png"), dreamer)
     np.testing.assert_array_equal(read_rgb(tmp_path / "1.png"), read_rgb(tmp_path / "fixed.png"))
     assert not np.array_equal(read_rgb(tmp_path / "2.png"), read_rgb(tmp_path / "fixed.png"))
 
 
 def test_a_guide_turns_layer_terms_into_guide_terms(tmp_path):
     write_rgb(pattern_array(seed=5), tmp_path / "guide.png")
-    guided = Dreamer({**FAST_DREAM, "layers": ["block10"], "guide": str(tmp_path / "guide.png")}, threads=2)
+    guided = Dreamer({**FAST_DREAM, "layers": ["block10"], "guide": str(tmp_path / "guide.png")},
+                     threads=THREADS)
     objective = guided.objective_for_frame(1)
-    guide_score = engine.score(guided.model, objective, to_tensor(pattern_array(seed=5).copy()))
-    assert guide_score > engine.score(guided.model, objective, to_tensor(pattern_array(seed=6).copy()))
-    plain = Dreamer({**FAST_DREAM, "layers": ["block10"]}, threads=2)
+    guide_score = objective_value(guided.model, objective, to_tensor(pattern_array(seed=5).copy()))
+    other = to_tensor(pattern_array(seed=6).copy())
+    assert guide_score > objective_value(guided.model, objective, other)
+    plain = Dreamer({**FAST_DREAM, "layers": ["block10"]}, threads=THREADS)
     frame = pattern_array(seed=6).copy()
     assert not np.array_equal(guided.dream_array(frame), plain.dream_array(frame))
 
@@ -154,7 +168,7 @@ def test_a_guide_turns_layer_terms_into_guide_terms(tmp_path):
 
 @pytest.fixture(scope="module")
 def noise_dreamer():
-    return Dreamer({**FAST_DREAM, "start": "noise"}, threads=2)
+    return Dreamer({**FAST_DREAM, "start": "noise"}, threads=THREADS)
 
 
 def test_noise_start_dreams_seeded_noise_of_the_frame_size(noise_dreamer, tmp_path):
@@ -162,8 +176,8 @@ def test_noise_start_dreams_seeded_noise_of_the_frame_size(noise_dreamer, tmp_pa
     write_rgb(pattern_array(seed=1), tmp_path / "a.png")
     write_rgb(pattern_array(seed=2), tmp_path / "b.png")
     for name in ("a", "b"):
-        dream_frame_file(noise_dreamer, str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}-out.png"), 1,
-                         defaults("blend"))
+        job = frame_job(noise_dreamer, 1, tmp_path / f"{name}-out.png", tmp_path / f"{name}.png")
+        run_job(job, noise_dreamer)
     dreamed = read_rgb(tmp_path / "a-out.png")
     assert dreamed.shape == pattern_array().shape
     np.testing.assert_array_equal(dreamed, read_rgb(tmp_path / "b-out.png"))
@@ -187,8 +201,8 @@ ZOOM = {"factor": 1.1, "angle": 2.0}
 
 def test_zoom_animation_dreams_the_zoomed_previous_dream_without_a_frame(dreamer, tmp_path):
     write_rgb(pattern_array(seed=3), tmp_path / "previous.png")
-    dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 2, defaults("blend"),
-                     previous_path=str(tmp_path / "previous.png"), zoom=ZOOM)
+    job = frame_job(dreamer, 2, tmp_path / "out.png", previous=tmp_path / "previous.png", zoom=ZOOM)
+    run_job(job, dreamer)
     expected = dreamer.dream_array(zoomed_input(read_rgb(tmp_path / "previous.png"), ZOOM), 2)
     np.testing.assert_array_equal(read_rgb(tmp_path / "out.png"), expected)
 
@@ -196,14 +210,14 @@ def test_zoom_animation_dreams_the_zoomed_previous_dream_without_a_frame(dreamer
 def test_zoom_animation_starts_from_the_first_frame(dreamer, tmp_path):
     write_rgb(pattern_array(seed=1), tmp_path / "frame.png")
     for zoom, name in ((ZOOM, "zoomed"), (None, "plain")):
-        dream_frame_file(dreamer, str(tmp_path / "frame.png"), str(tmp_path / f"{name}.png"), 1,
-                         defaults("blend"), zoom=zoom)
+        run_job(frame_job(dreamer, 1, tmp_path / f"{name}.png", tmp_path / "frame.png", zoom=zoom),
+                dreamer)
     np.testing.assert_array_equal(read_rgb(tmp_path / "zoomed.png"), read_rgb(tmp_path / "plain.png"))
 
 
 def test_zoom_without_the_previous_dream_is_an_error(dreamer, tmp_path):
     with pytest.raises(DreamflowError, match="zoom animation needs the previous dreamed frame for frame 4"):
-        dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 4, defaults("blend"), zoom=ZOOM)
+        run_job(frame_job(dreamer, 4, tmp_path / "out.png", zoom=ZOOM), dreamer)
 
 
 def test_zoomed_input_keeps_the_size_and_factor_one_changes_nothing():
@@ -214,18 +228,18 @@ def test_zoomed_input_keeps_the_size_and_factor_one_changes_nothing():
 
 def test_a_missing_frame_without_zoom_is_an_error(dreamer, tmp_path):
     with pytest.raises(DreamflowError, match="frame 2 has no input frame"):
-        dream_frame_file(dreamer, None, str(tmp_path / "out.png"), 2, defaults("blend"))
+        run_job(frame_job(dreamer, 2, tmp_path / "out.png"), dreamer)
 
 
 def test_cudnn_benchmark_changes_nothing_on_the_cpu(dreamer):
     frame = pattern_array(36, 64).copy()
-    benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=2)
+    benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=THREADS)
     assert np.array_equal(benchmarked.dream_array(frame), dreamer.dream_array(frame))
 
 
 def test_a_reduced_precision_dreamer_dreams_close_to_the_float32_one(dreamer):
     frame = pattern_array(36, 64).copy()
-    reduced = Dreamer({**FAST_DREAM, "precision": "bfloat16"}, threads=2).dream_array(frame)
+    reduced = Dreamer({**FAST_DREAM, "precision": "bfloat16"}, threads=THREADS).dream_array(frame)
     exact = dreamer.dream_array(frame)
     assert reduced.shape == exact.shape and not np.array_equal(reduced, exact)
     assert np.abs(reduced.astype(int) - exact.astype(int)).mean() < 5  # of 255

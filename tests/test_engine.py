@@ -8,7 +8,7 @@ from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
 
-from unit_helpers import defaults, pattern_array
+from helpers import defaults, objective_value, pattern_array
 
 torch.set_num_threads(2)
 
@@ -54,15 +54,15 @@ def test_dream_params_take_their_fields_from_dream_settings():
 @pytest.mark.parametrize("layer", ["block4", "block10"])
 def test_dream_raises_the_objective_score(lite0, image, layer):
     """Without jitter a dream is plain gradient ascent, so the unshifted score must rise."""
-    objective = objectives.layers_l2([layer])
-    before = engine.score(lite0, objective, image)
+    objective = objectives.parse([layer])
+    before = objective_value(lite0, objective, image)
     dreamed = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "jitter": 0}))
-    assert engine.score(lite0, objective, dreamed) > before * 1.05
+    assert objective_value(lite0, objective, dreamed) > before * 1.05
 
 
 def test_dream_changes_the_image_but_keeps_shape_and_range(lite0):
     image = to_tensor(pattern_array(40, 56).copy())
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     result = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "step_size": 60}))
     assert result.shape == image.shape
     assert result.min() >= 0.0 and result.max() <= 1.0
@@ -71,14 +71,14 @@ def test_dream_changes_the_image_but_keeps_shape_and_range(lite0):
 
 
 def test_same_seed_gives_identical_output(lite0, image):
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     first = engine.dream(lite0, objective, image, engine.DreamParams(**FAST))
     second = engine.dream(lite0, objective, image, engine.DreamParams(**FAST))
     assert torch.equal(first, second)
 
 
 def test_different_seed_gives_different_output(lite0, image):
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     first = engine.dream(lite0, objective, image, engine.DreamParams(**FAST))
     other = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "seed": 1}))
     assert not torch.equal(first, other)
@@ -86,12 +86,13 @@ def test_different_seed_gives_different_output(lite0, image):
 
 def test_dream_leaves_its_input_untouched(lite0, image):
     original = image.clone()
-    engine.dream(lite0, objectives.layers_l2(["block4"]), image, engine.DreamParams(**FAST))
+    engine.dream(lite0, objectives.parse(["block4"]), image, engine.DreamParams(**FAST))
     assert torch.equal(image, original)
 
 
-def test_score_needs_no_gradients(lite0, image):
-    value = engine.score(lite0, objectives.layers_l2(["block2"]), image.requires_grad_(False))
+def test_an_objective_is_read_through_the_model_without_gradients(lite0, image):
+    """The dream tests compare objective values read this way: under no_grad, as guides are."""
+    value = objective_value(lite0, objectives.parse(["block2"]), image.requires_grad_(False))
     assert isinstance(value, float) and value > 0
 
 
@@ -213,7 +214,7 @@ def test_tile_layout_is_aligned_and_leaves_a_core(requested):
 
 def test_a_tile_that_covers_the_image_gives_exactly_the_untiled_dream(lite0):
     image = to_tensor(pattern_array(96, 128).copy())
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     params = engine.DreamParams(**{**FAST, "octaves": 2})
     tiled = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "tile_size": 128}))
     assert torch.equal(tiled, engine.dream(lite0, objective, image, params))
@@ -225,7 +226,7 @@ def wide_image():
 
 
 def test_tiled_gradient_points_where_the_untiled_one_does(lite0, wide_image):
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     untiled = engine.objective_gradient(lite0, objective, wide_image)
     tiled = engine.tiled_gradient(lite0, objective, wide_image, 128, torch.Generator().manual_seed(0))
     assert torch.nn.functional.cosine_similarity(tiled.flatten(), untiled.flatten(), dim=0) > 0.99
@@ -234,7 +235,7 @@ def test_tiled_gradient_points_where_the_untiled_one_does(lite0, wide_image):
 
 def test_a_tiled_dream_agrees_closely_with_the_untiled_one(lite0, wide_image):
     """One step: the dream's dynamics amplify any difference, even 1e-4 of noise, from step to step."""
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     params = dict(octaves=1, iterations=1, step_size=1.5, jitter=0, seed=0)
     untiled = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
     tiled = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params, tile_size=128))
@@ -243,7 +244,7 @@ def test_a_tiled_dream_agrees_closely_with_the_untiled_one(lite0, wide_image):
 
 
 def test_tiled_dreams_are_reproducible_by_seed(lite0, wide_image):
-    objective = objectives.layers_l2(["block4"])
+    objective = objectives.parse(["block4"])
     params = {**FAST, "iterations": 1, "tile_size": 128}
     first = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
     assert torch.equal(first, engine.dream(lite0, objective, wide_image, engine.DreamParams(**params)))
@@ -260,7 +261,7 @@ def cosine(a, b):
 @pytest.mark.parametrize("precision, least_cosine", [("bfloat16", 0.4), ("float16", 0.85)])
 def test_autocast_gradients_point_where_the_float32_gradient_does(lite0, image, precision, least_cosine):
     """The autocast path runs on the CPU as it would on a GPU (only the speed-up needs one)."""
-    objective = objectives.layers_l2(["block10"])
+    objective = objectives.parse(["block10"])
     exact = engine.objective_gradient(lite0, objective, image)
     reduced = engine.objective_gradient(lite0, objective, image, precision)
     assert reduced.dtype == torch.float32 and torch.isfinite(reduced).all()
@@ -272,7 +273,7 @@ def test_float16_gradients_do_not_underflow_on_a_large_frame(lite0):
     """A mean over a large frame's activations has per-pixel gradients below float16's range;
     the score is scaled so that they survive."""
     large = to_tensor(pattern_array(360, 640).copy())
-    objective = objectives.layers_l2(["block10"])
+    objective = objectives.parse(["block10"])
     exact = engine.objective_gradient(lite0, objective, large)
     reduced = engine.objective_gradient(lite0, objective, large, "float16")
     assert torch.isfinite(reduced).all() and (reduced != 0).float().mean() > 0.99
@@ -281,13 +282,13 @@ def test_float16_gradients_do_not_underflow_on_a_large_frame(lite0):
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision):
-    objective = objectives.layers_l2(["block10"])
+    objective = objectives.parse(["block10"])
     steady = {**FAST, "jitter": 0}  # without jitter the unshifted score must rise
     exact = engine.dream(lite0, objective, image, engine.DreamParams(**steady))
     reduced = engine.dream(lite0, objective, image, engine.DreamParams(**steady, precision=precision))
     assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
     assert float((reduced - exact).abs().mean()) < 0.02
-    assert engine.score(lite0, objective, reduced) > engine.score(lite0, objective, image)
+    assert objective_value(lite0, objective, reduced) > objective_value(lite0, objective, image)
 
 
 def test_dream_params_read_the_precision():
@@ -308,7 +309,7 @@ class LoudModel:
 
 
 def test_a_float16_step_that_overflows_is_redone_in_float32(image):
-    model, objective = LoudModel(), objectives.layers_l2(["loud"])
+    model, objective = LoudModel(), objectives.parse(["loud"])
     with torch.autocast("cpu", dtype=torch.float16):  # the overflow is real: float16 alone gives inf
         leaf = image.detach().requires_grad_(True)
         activations = model.activations(leaf, ["loud"])

@@ -8,7 +8,7 @@ import torch
 from dreamflow.errors import DreamflowError
 from dreamflow.images import atomic_path, read_rgb, to_array, to_tensor, write_rgb
 
-from unit_helpers import pattern_array
+from helpers import pattern_array
 
 
 def test_png_round_trip_is_lossless(tmp_path):

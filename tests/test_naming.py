@@ -1,6 +1,6 @@
 from dreamflow import naming
 
-from unit_helpers import defaults
+from helpers import defaults
 
 
 def test_term_labels_show_layer_channel_and_weight():

@@ -14,20 +14,21 @@ import time
 
 import pytest
 
-from dreamflow import client
-from dreamflow.config import canonical_json, resolve_dream
+from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
+from dreamflow.job import settings_text
+from dreamflow.serving import client, paths, protocol
 
-from unit_helpers import defaults, pattern_array
+from helpers import defaults, pattern_array
 
 IDLE = 2  # seconds a test server waits for work before it exits
 TINY = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"], "device": "cpu"}
 
 
 def job_settings(blend_mode="none", **dream):
-    return canonical_json({"dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
-                           "blend": defaults("blend", mode=blend_mode, factor=0.5), "zoom": None,
-                           "jpg_quality": 95})
+    return settings_text({"dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
+                          "blend": defaults("blend", mode=blend_mode, factor=0.5), "zoom": None,
+                          "jpg_quality": 95})
 
 
 def dream_frame(cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True):
@@ -46,7 +47,7 @@ def finish(process):
 
 
 def status(cwd, env):
-    return client.ping(client.server_paths(cwd=str(cwd), env=env, threads=True).socket)
+    return client.ping(paths.server_paths(cwd=str(cwd), env=env).socket)
 
 
 def is_dreamflow_server(pid):
@@ -55,7 +56,7 @@ def is_dreamflow_server(pid):
             if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
                 return False  # exited, not yet reaped
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"dreamflow.server" in handle.read()
+            return b"\0-m\0dreamflow\0serve\0" in handle.read()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
@@ -90,8 +91,7 @@ def server_dir(tmp_path):
 @pytest.fixture
 def env(server_dir):
     values = {**os.environ, "DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": str(IDLE)}
-    for name in ("DREAMFLOW_SERVER", "DREAMFLOW_SERVER_COMMAND", "DREAMFLOW_SERVER_START_TIMEOUT"):
-        values.pop(name, None)
+    values.pop("DREAMFLOW_SERVER", None)
     return values
 
 
@@ -156,7 +156,7 @@ def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle
     assert again["pid"] == first["pid"]
     assert again["served"] == 3
 
-    socket_path = client.server_paths(cwd=str(tmp_path), env=env, threads=True).socket
+    socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
     wait_until(lambda: not os.path.exists(socket_path), IDLE + 10, "the idle server to remove its socket")
     wait_until(lambda: not is_dreamflow_server(first["pid"]), 10, "the idle server to exit")
     assert status(tmp_path, env) is None
@@ -273,7 +273,12 @@ def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(tmp_p
 
 
 def test_falls_back_to_in_process_when_the_server_exits_at_start(tmp_path, env, server_dir, frames, in_process):
-    env = {**env, "DREAMFLOW_SERVER_COMMAND": f"{sys.executable} -c 'import sys; sys.exit(3)'"}
+    # the client passes its environment to the server it starts: this makes that server exit at once
+    site = tmp_path / "site"
+    site.mkdir()
+    # os._exit: a SystemExit while Python imports site is a fatal error (status 1)
+    (site / "sitecustomize.py").write_text("import os, sys\nif 'serve' in sys.argv:\n    os._exit(3)\n")
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))}
     started = time.monotonic()
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
     assert result.returncode == 0, result.stderr
@@ -284,7 +289,7 @@ def test_falls_back_to_in_process_when_the_server_exits_at_start(tmp_path, env, 
 
 
 def test_a_loaded_model_is_reused_only_for_the_same_settings_threads_and_files(tmp_path):
-    from dreamflow.server import dreamer_key
+    from dreamflow.serving.server import dreamer_key
 
     guide = tmp_path / "guide.png"
     write_rgb(pattern_array(), guide)
@@ -295,3 +300,69 @@ def test_a_loaded_model_is_reused_only_for_the_same_settings_threads_and_files(t
     assert dreamer_key(settings, 2) != key  # guide features are computed with the request's threads
     os.utime(guide, ns=(0, 0))  # a changed guide (or weights) file is loaded again
     assert dreamer_key(settings, 1) != key
+
+
+def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_lives_on(
+        tmp_path, env, frames, in_process):
+    from dreamflow.job import FrameJob, JobSettings
+
+    command = [sys.executable, "-m", "dreamflow", "serve"]  # by hand: this directory's socket
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        pid = wait_until(lambda: (s := status(tmp_path, env)) and s["pid"], 30,
+                         "the server to answer")
+        assert pid == server.pid
+        socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
+        job = FrameJob(1, str(tmp_path / "bad.png"), JobSettings.from_text(job_settings()), 1,
+                       frame=str(frames / "1.png")).to_message()
+        settings = job["settings"]
+        cases = [({**job, "number": 0}, "'number'"),
+                 ({**job, "colour": "red"}, "unknown fields colour"),
+                 ({key: value for key, value in job.items() if key != "output"},
+                  "missing fields output"),
+                 ({**job, "settings": {**settings, "dream": {**settings["dream"], "octaves": 0}}},
+                  "config key dream.octaves"),
+                 ({**job, "settings": {**settings, "blend": {**settings["blend"], "mode": "fade"}}},
+                  "config key blend.mode"),
+                 ({**job, "settings": {**settings, "zoom": {"frames": 3, "factor": -1}}},
+                  "config key zoom.factor")]
+        for message, expected in cases:
+            request = {"op": "dream", "cwd": str(tmp_path), "job": message}
+            reply = protocol.exchange(socket_path, request, 60)
+            assert reply["status"] == "error", (message, reply)
+            assert expected in reply["message"] and "\n" not in reply["message"], reply
+            assert status(tmp_path, env)["pid"] == pid  # the server lives on
+        assert not (tmp_path / "bad.png").exists()
+
+        # through the command line too: one line, no fallback, from the same server
+        result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "bad.png",
+                             settings=job_settings(octaves=0))
+        assert result.returncode == 1
+        line, = result.stderr.splitlines()
+        assert line.startswith("dreamflow: error: config key dream.octaves: 0 is less than"), line
+        assert status(tmp_path, env)["pid"] == pid
+
+        result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "good.png")
+        assert result.returncode == 0, result.stderr
+        assert dreamed_by_server(result) == pid
+        assert (tmp_path / "good.png").read_bytes() == in_process("plain", "1.png")
+
+        stopped = subprocess.run(command + ["--stop"], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True)
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(stopped.stdout)["pid"] == pid
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_the_client_imports_no_torch_numpy_pil_yaml_or_jsonschema():
+    code = ("import sys; from dreamflow.serving import client; from dreamflow import job; "
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'numpy', 'PIL', 'yaml', 'jsonschema')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

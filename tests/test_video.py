@@ -10,15 +10,15 @@ from dreamflow import video
 from dreamflow.errors import DreamflowError
 from dreamflow.images import read_rgb
 
-from unit_helpers import (VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, defaults, ffprobe_streams, make_audio,
-                          make_video, solid_image)
+from helpers import (VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, defaults, ffprobe_streams,
+                     make_audio, make_video, solid_image)
 
 ENCODE = defaults("encode", preset="ultrafast")
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4")
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4", pattern="testsrc2")
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,13 @@
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from conftest import Workflow, copy_workflow, ffprobe_streams, make_video, tiny_config
+from helpers import TINY_DREAM, Workflow, copy_workflow, ffprobe_streams, make_video, tiny_config
 
 pytestmark = pytest.mark.workflow
 
@@ -122,47 +124,47 @@ def test_same_seed_gives_byte_identical_frames(finished_plain, tmp_path):
         assert dreamed(flow, frame).read_bytes() == dreamed(first, frame).read_bytes(), frame
 
 
-def test_frame_range_width_and_audio_trim(workflow):
-    make_video(workflow.path("long.mp4"), frames=12, fps=6, size="96x54")
-    workflow.write_config(tiny_config("long.mp4", frames={"start": 4, "end": 9, "width": 64}))
-    result = workflow.run()
+def test_frame_range_width_and_audio_trim(project):
+    make_video(project.path("long.mp4"), frames=12, fps=6, size="96x54")
+    project.write_config(tiny_config("long.mp4", frames={"start": 4, "end": 9, "width": 64}))
+    result = project.run()
     assert result.returncode == 0, result.output
-    assert len(os.listdir(workflow.path("work", "tiny", "dreamed"))) == 6
-    assert Image.open(workflow.path("work", "tiny", "dreamed", "000001.png")).size == (64, 36)
-    video, audio = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    assert len(os.listdir(project.path("work", "tiny", "dreamed"))) == 6
+    assert Image.open(project.path("work", "tiny", "dreamed", "000001.png")).size == (64, 36)
+    video, audio = ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))
     assert video["nb_frames"] == "6"
     assert abs(float(audio["duration"]) - 1.0) < 0.1
 
 
-def test_image_folder_in_natural_order_and_single_image(workflow):
-    folder = workflow.path("shots")
+def test_image_folder_in_natural_order_and_single_image(project):
+    folder = project.path("shots")
     folder.mkdir()
     colours = {"img1.png": (255, 0, 0), "img2.png": (0, 255, 0), "img10.png": (0, 0, 255)}
     for name, colour in colours.items():
         Image.new("RGB", (48, 32), colour).save(folder / name)
-    Image.new("RGB", (40, 30), (200, 100, 50)).save(workflow.path("still.jpg"))
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(project.path("still.jpg"))
     config = tiny_config("shots")
     config["inputs"]["still"] = {"path": "still.jpg", "frames": {"format": "png"}}
-    workflow.write_config(config)
-    result = workflow.run()
+    project.write_config(config)
+    result = project.run()
     assert result.returncode == 0, result.output
-    second = Image.open(workflow.path("work", "tiny", "frames", "000002.png")).getpixel((5, 5))
+    second = Image.open(project.path("work", "tiny", "frames", "000002.png")).getpixel((5, 5))
     assert second == (0, 255, 0)  # img2 comes before img10
-    (video,) = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    (video,) = ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))
     assert video["nb_frames"] == "3" and video["avg_frame_rate"] == "25/1"
-    assert Image.open(workflow.path("results", "still", "still.png")).size == (40, 30)
+    assert Image.open(project.path("results", "still", "still.png")).size == (40, 30)
 
 
-def test_per_input_override_changes_only_that_input(workflow):
-    make_video(workflow.path("a.mp4"), frames=2)
-    make_video(workflow.path("b.mp4"), frames=2)
+def test_per_input_override_changes_only_that_input(project):
+    make_video(project.path("a.mp4"), frames=2)
+    make_video(project.path("b.mp4"), frames=2)
     config = tiny_config("a.mp4")
     config["inputs"] = {"a": {"path": "a.mp4"}, "b": {"path": "b.mp4", "dream": {"seed": 7}}}
-    workflow.write_config(config)
-    assert workflow.run().returncode == 0
+    project.write_config(config)
+    assert project.run().returncode == 0
     config["inputs"]["b"]["dream"]["seed"] = 8
-    workflow.write_config(config)
-    result = workflow.run()
+    project.write_config(config)
+    result = project.run()
     assert result.returncode == 0, result.output
     assert re.findall(r"Dreaming frame \d+ of (\w+)", result.output) == ["b", "b"]
 
@@ -177,93 +179,106 @@ def _assert_clean_failure(flow, result, message):
     assert leftovers == []
 
 
-def test_missing_input_stops_before_any_job(workflow):
-    workflow.write_config(tiny_config("nowhere.mp4"))
-    result = workflow.run()
-    _assert_clean_failure(workflow, result, "config key inputs.tiny.path: input not found: nowhere.mp4")
+def test_missing_input_stops_before_any_job(project):
+    project.write_config(tiny_config("nowhere.mp4"))
+    result = project.run()
+    _assert_clean_failure(project, result, "config key inputs.tiny.path: input not found: nowhere.mp4")
     assert "Finished jobid" not in result.output
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file, so unreadable cannot be staged")
-def test_unreadable_input_is_reported(workflow):
-    make_video(workflow.path("locked.mp4"))
-    os.chmod(workflow.path("locked.mp4"), 0)
-    workflow.write_config(tiny_config("locked.mp4"))
-    _assert_clean_failure(workflow, workflow.run(), "input is not readable: locked.mp4")
+def test_unreadable_input_is_reported(project):
+    make_video(project.path("locked.mp4"))
+    os.chmod(project.path("locked.mp4"), 0)
+    project.write_config(tiny_config("locked.mp4"))
+    _assert_clean_failure(project, project.run(), "input is not readable: locked.mp4")
 
 
-def test_a_file_that_is_not_a_video(workflow):
-    workflow.path("notes.mp4").write_text("these are my notes, not a video\n")
-    workflow.write_config(tiny_config("notes.mp4"))
-    result = workflow.run()
-    _assert_clean_failure(workflow, result, "dreamflow: error: not a video: notes.mp4")
-    assert not workflow.path("work", "tiny", "frames").exists()
+def test_a_file_that_is_not_a_video(project):
+    project.path("notes.mp4").write_text("these are my notes, not a video\n")
+    project.write_config(tiny_config("notes.mp4"))
+    result = project.run()
+    _assert_clean_failure(project, result, "dreamflow: error: not a video: notes.mp4")
+    assert not project.path("work", "tiny", "frames").exists()
 
 
-def test_a_video_with_zero_frames(workflow):
+def test_a_video_with_zero_frames(project):
     # a valid y4m header announcing a 64x36 stream, followed by no frames
-    workflow.path("empty.y4m").write_bytes(b"YUV4MPEG2 W64 H36 F6:1 Ip A1:1 C420jpeg\n")
-    workflow.write_config(tiny_config("empty.y4m"))
-    _assert_clean_failure(workflow, workflow.run(), "dreamflow: error: video has no frames: empty.y4m")
+    project.path("empty.y4m").write_bytes(b"YUV4MPEG2 W64 H36 F6:1 Ip A1:1 C420jpeg\n")
+    project.write_config(tiny_config("empty.y4m"))
+    _assert_clean_failure(project, project.run(), "dreamflow: error: video has no frames: empty.y4m")
 
 
-def test_missing_ffmpeg_is_named(workflow, tiny_video):
-    workflow.write_config(tiny_config(tiny_video))
-    result = workflow.run(env={"DREAMFLOW_FFPROBE": "no-such-ffprobe", "DREAMFLOW_FFMPEG": "no-such-ffmpeg"})
-    _assert_clean_failure(workflow, result, "ffprobe not found (looked for 'no-such-ffprobe'): install ffmpeg")
+def test_missing_ffmpeg_is_named(project, tiny_video):
+    project.write_config(tiny_config(tiny_video))
+    result = project.run(env={"DREAMFLOW_FFPROBE": "no-such-ffprobe", "DREAMFLOW_FFMPEG": "no-such-ffmpeg"})
+    _assert_clean_failure(project, result, "ffprobe not found (looked for 'no-such-ffprobe'): install ffmpeg")
 
 
-def test_unknown_model_is_a_config_error(workflow, tiny_video):
-    workflow.write_config(tiny_config(tiny_video, dream={"model": "alexnet"}))
-    result = workflow.run()
-    _assert_clean_failure(workflow, result, "config key dream.model: 'alexnet' is not allowed; allowed values:")
+def test_unknown_model_is_a_config_error(project, tiny_video):
+    project.write_config(tiny_config(tiny_video, dream={"model": "alexnet"}))
+    result = project.run()
+    _assert_clean_failure(project, result, "config key dream.model: 'alexnet' is not allowed; allowed values:")
 
 
-def test_unknown_layer_lists_close_matches(workflow, tiny_video):
-    workflow.write_config(tiny_config(tiny_video, dream={"layers": ["blok4"]}))
-    result = workflow.run()
-    _assert_clean_failure(workflow, result, "unknown layer 'blok4' for model efficientnet_lite0 (close matches: block4")
+def test_unknown_layer_lists_close_matches(project, tiny_video):
+    project.write_config(tiny_config(tiny_video, dream={"layers": ["blok4"]}))
+    result = project.run()
+    _assert_clean_failure(project, result, "unknown layer 'blok4' for model efficientnet_lite0 (close matches: block4")
 
 
-def test_typo_in_a_key_suggests_the_right_one(workflow, tiny_video):
+def test_typo_in_a_key_suggests_the_right_one(project, tiny_video):
     config = tiny_config(tiny_video)
     config["dream"]["octave"] = 2
-    workflow.write_config(config)
-    _assert_clean_failure(workflow, workflow.run(), "unknown key 'octave' (did you mean 'octaves'?)")
+    project.write_config(config)
+    _assert_clean_failure(project, project.run(), "unknown key 'octave' (did you mean 'octaves'?)")
 
 
-def test_out_of_range_value_names_the_key(workflow, tiny_video):
-    workflow.write_config(tiny_config(tiny_video, encode={"crf": 99}))
-    _assert_clean_failure(workflow, workflow.run(), "config key encode.crf: 99 is greater than the maximum of 51")
+def test_out_of_range_value_names_the_key(project, tiny_video):
+    project.write_config(tiny_config(tiny_video, encode={"crf": 99}))
+    _assert_clean_failure(project, project.run(), "config key encode.crf: 99 is greater than the maximum of 51")
 
 
 # --- single images: zoom animations and layer sweeps ---
 
-def test_zoom_from_a_still_chains_n_frames(workflow):
-    Image.new("RGB", (48, 32), (120, 80, 40)).save(workflow.path("still.png"))
+def test_zoom_from_a_still_chains_n_frames(project):
+    Image.new("RGB", (48, 32), (120, 80, 40)).save(project.path("still.png"))
     config = tiny_config("still.png")
     config["inputs"]["tiny"]["zoom"] = {"frames": 4, "factor": 1.1}
-    workflow.write_config(config)
-    result = workflow.run()
+    project.write_config(config)
+    result = project.run()
     assert result.returncode == 0, result.output
-    assert sorted(os.listdir(workflow.path("work", "tiny", "dreamed"))) == FRAMES[:4]
-    (video,) = ffprobe_streams(workflow.path("results", "tiny", "tiny.mp4"))
+    assert sorted(os.listdir(project.path("work", "tiny", "dreamed"))) == FRAMES[:4]
+    (video,) = ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))
     assert video["nb_frames"] == "4"
-    assert _dag_edges(workflow, frames=4) == {(1, 2), (2, 3), (3, 4)}
+    assert _dag_edges(project, frames=4) == {(1, 2), (2, 3), (3, 4)}
 
 
-def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(workflow):
-    Image.new("RGB", (48, 32), (120, 80, 40)).save(workflow.path("still.png"))
+def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
+    Image.new("RGB", (48, 32), (120, 80, 40)).save(project.path("still.png"))
     config = tiny_config("still.png")
     config["inputs"]["tiny"]["sweep"] = {"layers": ["block2", "block4:3", ["block3", "block5"]], "columns": 2}
-    workflow.write_config(config)
-    result = workflow.run()
+    project.write_config(config)
+    result = project.run()
     assert result.returncode == 0, result.output
-    names = sorted(os.listdir(workflow.path("results", "tiny", "sweep")))
+    names = sorted(os.listdir(project.path("results", "tiny", "sweep")))
     assert names == ["01-block2.png", "02-block4-3.png", "03-block3+block5.png"]
-    sheet = Image.open(workflow.path("results", "tiny", "tiny_sweep.png"))
+    sheet = Image.open(project.path("results", "tiny", "tiny_sweep.png"))
     assert sheet.size[0] > 2 * 48 and sheet.size[1] > 2 * 32
-    assert flow_images_differ(workflow.path("results", "tiny", "sweep"), names)
+    assert flow_images_differ(project.path("results", "tiny", "sweep"), names)
+
+    # `dreamflow sweep` is the same sweep: the same files, byte for byte
+    tiny = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
+    command = [sys.executable, "-m", "dreamflow", "sweep", "still.png", "-o", "by-hand",
+               "--layers", "block2", "block4:3", "block3+block5", "--columns", "2", "--threads", "1"]
+    subprocess.run(command + tiny, cwd=project.path(), check=True, capture_output=True)
+    by_hand = project.path("by-hand")
+    assert sorted(os.listdir(by_hand / "sweep")) == names
+    for name in names:
+        assert (by_hand / "sweep" / name).read_bytes() == (
+            project.path("results", "tiny", "sweep", name).read_bytes())
+    assert (by_hand / "still_sweep.png").read_bytes() == (
+        project.path("results", "tiny", "tiny_sweep.png").read_bytes())
 
 
 def flow_images_differ(folder, names):
@@ -271,24 +286,24 @@ def flow_images_differ(folder, names):
     return len(contents) == len(names)
 
 
-def test_zoom_on_a_video_is_a_config_error(workflow, tiny_video):
+def test_zoom_on_a_video_is_a_config_error(project, tiny_video):
     config = tiny_config(tiny_video)
     config["inputs"]["tiny"]["zoom"] = {"frames": 3}
-    workflow.write_config(config)
-    _assert_clean_failure(workflow, workflow.run(), "config key inputs.tiny.zoom: needs a single image as path")
+    project.write_config(config)
+    _assert_clean_failure(project, project.run(), "config key inputs.tiny.zoom: needs a single image as path")
 
 
 # --- torchvision weights: fetched into the torch cache by a local rule, only read by dream jobs ---
 
-def test_fetch_models_plans_one_local_fetch_per_missing_weights_file(workflow, tiny_video):
-    workflow.write_config(tiny_config(tiny_video, dream={"model": "googlenet", "layers": ["inception3a"]}))
-    cache = workflow.path("torch")
-    result = workflow.run("--dry-run", "fetch_models", env={"TORCH_HOME": str(cache)})
+def test_fetch_models_plans_one_local_fetch_per_missing_weights_file(project, tiny_video):
+    project.write_config(tiny_config(tiny_video, dream={"model": "googlenet", "layers": ["inception3a"]}))
+    cache = project.path("torch")
+    result = project.run("--dry-run", "fetch_models", env={"TORCH_HOME": str(cache)})
     assert result.returncode == 0, result.output
     assert f"Fetching {cache}/hub/checkpoints/googlenet-1378be20.pth" in result.output
 
 
-def test_googlenet_dreams_from_weights_already_in_the_cache(workflow):
+def test_googlenet_dreams_from_weights_already_in_the_cache(project):
     """Random-init weights stand in for the real ones (no hub here); the path is what is tested."""
     import subprocess
     import sys
@@ -297,16 +312,16 @@ def test_googlenet_dreams_from_weights_already_in_the_cache(workflow):
     import torchvision
 
     torch.save(torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict(),
-               workflow.path("googlenet.pth"))
-    env = {"TORCH_HOME": str(workflow.path("torch"))}
+               project.path("googlenet.pth"))
+    env = {"TORCH_HOME": str(project.path("torch"))}
     subprocess.run([sys.executable, "-m", "dreamflow", "fetch-models", "--model", "googlenet",
-                    "--from", str(workflow.path("googlenet.pth"))], check=True, env={**os.environ, **env})
-    Image.new("RGB", (64, 48), (120, 80, 40)).save(workflow.path("still.png"))
-    workflow.write_config(tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]}))
-    result = workflow.run(env=env)
+                    "--from", str(project.path("googlenet.pth"))], check=True, env={**os.environ, **env})
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(project.path("still.png"))
+    project.write_config(tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]}))
+    result = project.run(env=env)
     assert result.returncode == 0, result.output
-    assert workflow.finished(result, "fetch_model") == 0
-    assert workflow.path("results", "tiny", "tiny.png").exists()
+    assert project.finished(result, "fetch_model") == 0
+    assert project.path("results", "tiny", "tiny.png").exists()
 
 
 @pytest.mark.parametrize("blend, threads", [({"mode": "none"}, {1}), ({"mode": "constant"}, {2})])

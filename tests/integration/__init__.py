@@ -1,2 +1,2 @@
-# A package, so this folder's conftest.py is imported as integration.conftest and never replaces
-# tests/conftest.py, which the unit tests import as `conftest`.
+# A package, so this folder's modules are imported as integration.conftest, integration.test_*:
+# none can clash with a top-level module of tests/ (on sys.path through pyproject's pythonpath).

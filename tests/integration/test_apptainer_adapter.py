@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dreamflow import client
 from dreamflow.models import weights_cache_file
+from dreamflow.serving import client
 
 from .conftest import REPO, SUMMARY, podman_env, project_copy
 

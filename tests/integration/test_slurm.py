@@ -20,7 +20,7 @@ import time
 import pytest
 import yaml
 
-from conftest import TINY_DREAM
+from helpers import TINY_DREAM
 
 from .conftest import REPO, SUMMARY, project_copy
 

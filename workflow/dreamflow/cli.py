@@ -41,42 +41,54 @@ def cmd_extract(args):
     print(f"extracted {count} frames to {args.output}", file=sys.stderr)
 
 
+def _frame_job(args):
+    from .job import FrameJob, JobSettings, default_threads
+
+    settings = JobSettings.from_text(args.settings)
+    return FrameJob(args.number, args.output, settings, args.threads or default_threads(),
+                    frame=args.frame, previous=args.previous)
+
+
 def cmd_dream_frame(args):
-    """Hand the frame to this node's model server (see dreamflow.client); dream in-process without one."""
-    from . import client
+    """Hand the frame to this node's model server (see dreamflow.serving); dream in-process without one."""
+    from .serving import client
 
-    settings = _settings(args.settings)
-    request = {"frame": args.frame, "previous": args.previous, "number": args.number,
-               "settings": args.settings, "output": args.output, "threads": args.threads}
-    if client.request_dream(request):
+    job = _frame_job(args)
+    if client.request_dream(job):
         return
-    from .dreamstep import Dreamer, dream_frame_file
+    from .dreamstep import dream_in_process
 
-    dreamer = Dreamer(settings["dream"], threads=args.threads)
-    dream_frame_file(dreamer, args.frame, args.output, args.number, settings["blend"],
-                     previous_path=args.previous, jpg_quality=settings["jpg_quality"],
-                     zoom=settings.get("zoom"))
+    dream_in_process(job)
     print(f"dreamflow: dreamed in-process: {client.dreamer_identity()}", file=sys.stderr)
 
 
 def cmd_serve(args):
-    from . import client, server
+    from .serving import client, paths
+    from .serving.protocol import Unavailable
 
-    paths = client.server_paths(threads=True)  # the server of jobs run with --threads, as the workflow's are
+    socket_path = args.socket
+    if socket_path is None:
+        server_paths = paths.server_paths()
+        socket_path = server_paths.socket
     if args.status or args.stop:
-        status = client.ping(paths.socket)
+        status = client.ping(socket_path)
         if status is None:
-            raise DreamflowError(f"no model server for this directory (socket {paths.socket})")
+            raise DreamflowError(f"no model server for this directory (socket {socket_path})")
         if args.stop:
-            client.stop(paths.socket)
+            client.stop(socket_path)
         print(json.dumps(status, indent=2))
         return
-    try:
-        client.prepare_dir(paths)
-    except client.Unavailable as error:
-        raise DreamflowError(str(error)) from None
+    if args.socket is None:
+        try:
+            paths.prepare_dir(server_paths)
+        except Unavailable as error:
+            raise DreamflowError(str(error)) from None
+    if args.models is not None and args.models < 1:
+        raise DreamflowError(f"--models: {args.models} is below 1")
+    from .serving import server
+
     idle = client.idle_seconds() if args.idle is None else args.idle
-    server.serve(paths.socket, idle)
+    server.serve(socket_path, idle, args.models)
 
 
 def cmd_encode(args):
@@ -93,31 +105,26 @@ def cmd_encode(args):
                  args.output, args.threads)
 
 
-DREAM_OPTIONS = ("model", "weights", "layers", "octaves", "octave_scale", "iterations", "step_size",
-                 "jitter", "seed", "device", "precision", "cudnn_benchmark", "guide", "start", "tile_size")
+def _dream_settings(args, extra_layers=()):
+    """Dream settings from the schema's defaults and the options given, validated like config.yaml.
 
-
-def _dream_settings(args):
-    """Dream settings from the schema's defaults and the options given, validated like config.yaml."""
+    `extra_layers`: terms that must be valid too (a sweep's items), checked before any dream."""
     from . import config as configuration
+    from .sweep import item_terms
 
-    schema = configuration.load_schema()
-    dream_settings = configuration.fill_defaults({}, schema["$defs"]["dream"], schema)
-    for key in DREAM_OPTIONS:
+    dream_settings = configuration.section_defaults("dream")
+    for key in dream_settings:
         value = getattr(args, key, None)
         if value is not None:
             dream_settings[key] = value
     if getattr(args, "layers", None):
-        dream_settings["layers"] = [term for item in args.layers for term in _item_terms(item)]
-    configuration.validate_section("dream", dream_settings, schema)
+        dream_settings["layers"] = [term for item in args.layers for term in item_terms(item)]
+    configuration.validate_section("dream", dream_settings)
+    if extra_layers:
+        configuration.validate_section("dream", {**dream_settings, "layers": list(extra_layers)})
     if dream_settings["guide"] and not os.path.isfile(dream_settings["guide"]):
         raise DreamflowError(f"--guide: file not found: {dream_settings['guide']}")
     return configuration.resolve_dream(dream_settings)
-
-
-def _item_terms(item):
-    """'block8+block10:3' -> ['block8', 'block10:3']: '+' joins terms dreamed together."""
-    return [term for term in item.split("+") if term]
 
 
 def _start_array(args):
@@ -167,29 +174,26 @@ def cmd_dream(args):
 
 
 def cmd_sweep(args):
-    from . import config as configuration
     from .dreamstep import Dreamer
     from .images import write_rgb
-    from .naming import dream_filename, terms_label
     from .sheet import contact_sheet
+    from .sweep import sheet_labels, sweep_items
 
-    dream_settings = _dream_settings(args)
-    items = [_item_terms(item) for item in args.sweep_layers]
+    items = sweep_items(args.sweep_layers)
     # every item's layers are checked before the first (slow) dream
-    configuration.validate_section("dream", {**dream_settings, "layers": [t for terms in items for t in terms]})
+    dream_settings = _dream_settings(args, [t for terms in items.values() for t in terms])
     start = _start_array(args)
-    dreamer = Dreamer(dream_settings, threads=args.threads)
-    os.makedirs(args.output, exist_ok=True)
-    stem = _image_stem(args)
     images = []
-    for terms in items:
-        dreamed = dreamer.dream_array(dreamer.start_array(start), terms=terms)
-        path = os.path.join(args.output, dream_filename(stem, {**dream_settings, "layers": terms}))
+    for item, terms in items.items():
+        # the settings the workflow's sweep jobs run with, so both give the same image
+        dreamer = Dreamer({**dream_settings, "layers": terms, "layer_schedule": None}, args.threads)
+        dreamed = dreamer.dream_array(dreamer.start_array(start))
+        path = os.path.join(args.output, "sweep", f"{item}.png")
         write_rgb(dreamed, path)
         print(path)
         images.append(dreamed)
-    sheet = os.path.join(args.output, f"{stem}_sweep.png")
-    write_rgb(contact_sheet(images, [terms_label(terms) for terms in items], args.columns), sheet)
+    sheet = os.path.join(args.output, f"{_image_stem(args)}_sweep.png")
+    write_rgb(contact_sheet(images, sheet_labels(items), args.columns), sheet)
     print(sheet)
 
 
@@ -245,32 +249,41 @@ def cmd_models(args):
         print(f"{name}\t{MODELS[name].description}")
 
 
-def _add_dream_options(parser):
-    """The dream settings of config.yaml as options; each defaults to the schema's default."""
-    from .models import MODELS
+SCHEMA_TYPES = {"integer": int, "number": float, "string": str}
 
-    parser.add_argument("--model", help=f"one of: {', '.join(sorted(MODELS))}")
-    parser.add_argument("--weights", help="a local state-dict file for the model")
-    parser.add_argument("--octaves", type=int)
-    parser.add_argument("--octave-scale", dest="octave_scale", type=float)
-    parser.add_argument("--iterations", type=int)
-    parser.add_argument("--step-size", dest="step_size", type=float)
-    parser.add_argument("--jitter", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"],
-                        help="bfloat16/float16: autocast the forward pass (faster on GPUs)")
-    parser.add_argument("--cudnn-benchmark", dest="cudnn_benchmark", action="store_true", default=None,
-                        help="CUDA: let cuDNN pick its fastest algorithms (pixels may vary between runs)")
-    parser.add_argument("--guide", help="guide image: pull the layers towards its features")
-    parser.add_argument("--start", choices=["image", "noise"], help="dream from the image or from seeded noise")
+
+def _add_dream_options(parser, layers=True):
+    """The dream settings of config.yaml as options, made from the config schema: same names,
+    types, choices and help; each defaults to the schema's default."""
+    from . import config as configuration
+
+    for key, spec in configuration.section_schema("dream")["properties"].items():
+        if key == "layer_schedule" or (key == "layers" and not layers):
+            continue  # a schedule needs frames; a sweep's --layers are its items
+        option = "--" + key.replace("_", "-")
+        help_text = " ".join(spec.get("description", "").split())
+        if key == "layers":
+            parser.add_argument(option, nargs="+", metavar="TERM", help=help_text)
+            continue
+        kinds = spec.get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if "boolean" in kinds:
+            parser.add_argument(option, dest=key, action="store_true", default=None, help=help_text)
+        elif "enum" in spec:
+            parser.add_argument(option, dest=key, choices=spec["enum"], help=help_text)
+        else:
+            kind = next(SCHEMA_TYPES[k] for k in kinds if k in SCHEMA_TYPES)
+            parser.add_argument(option, dest=key, type=kind, help=help_text)
     parser.add_argument("--size", type=_size, metavar="HxW", help="noise size when no image is given")
     parser.add_argument("--width", type=int, help="resize the input to this width first")
-    parser.add_argument("--tile-size", dest="tile_size", type=int, help="dream in tiles of at most this size")
     parser.add_argument("--threads", type=int, default=None)
 
 
-def build_parser():
+def build_parser(command=None):
+    """The parser of every command. With `command` named, the dream options (read from the config
+    schema) are added only to the commands that take them: dream-frame runs once per frame, and
+    reading the schema would add the YAML and jsonschema imports to every frame job."""
+    with_dream_options = command in (None, "dream", "sweep")
     parser = argparse.ArgumentParser(prog="dreamflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -303,6 +316,9 @@ def build_parser():
                                                   "(default: $DREAMFLOW_SERVER_IDLE or 10)")
     serve.add_argument("--status", action="store_true", help="print the running server's status as JSON")
     serve.add_argument("--stop", action="store_true", help="ask the running server to exit once idle")
+    serve.add_argument("--socket", help="this socket instead of this directory's (dream-frame starts "
+                                        "servers so)")
+    serve.add_argument("--models", type=int, help="loaded models kept (default: 2)")
     serve.set_defaults(run=cmd_serve)
 
     encode = commands.add_parser("encode", help="encode dreamed frames into a video with the source audio")
@@ -318,9 +334,8 @@ def build_parser():
     single.add_argument("image", nargs="?", help="input image; omit it with --start noise --size HxW")
     single.add_argument("-o", "--output", required=True,
                         help="output file, or a folder: then the file name encodes the settings")
-    single.add_argument("--layers", nargs="+", metavar="TERM",
-                        help="layer, layer:channel; several are summed (default: the model's default)")
-    _add_dream_options(single)
+    if with_dream_options:
+        _add_dream_options(single)
     single.set_defaults(run=cmd_dream)
 
     sweep = commands.add_parser("sweep", help="dream an image once per layer and make a labelled contact sheet")
@@ -329,7 +344,8 @@ def build_parser():
     sweep.add_argument("--layers", dest="sweep_layers", nargs="+", required=True, metavar="ITEM",
                        help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3")
     sweep.add_argument("--columns", type=int, default=3, help="images per row of the contact sheet")
-    _add_dream_options(sweep)
+    if with_dream_options:
+        _add_dream_options(sweep, layers=False)
     sweep.set_defaults(run=cmd_sweep)
 
     sheet = commands.add_parser("contact-sheet", help="lay images out on a labelled grid")
@@ -362,7 +378,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.run(args)
     except DreamflowError as error:

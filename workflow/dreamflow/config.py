@@ -3,7 +3,6 @@
 import copy
 import difflib
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import yaml
 
 from .errors import DreamflowError
 from .frames import IMAGE_SUFFIXES, natural_key
-from .models import MODELS, check_layers, resolve_layers
+from .models import check_layers, resolve_layers
 from .objectives import parse as parse_objective
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -125,15 +124,34 @@ def _raise_errors(instance, schema, prefix=""):
         raise DreamflowError("\n".join(_describe(e, prefix) for e in errors))
 
 
-def validate_section(section, values, schema=None):
+def section_schema(section):
+    """The schema of one section (dream, blend, frames, encode, zoom, sweep), self-contained."""
+    schema = load_schema()
+    return {**schema["$defs"][section], "$defs": schema["$defs"]}
+
+
+def section_defaults(section):
+    """A section's settings with every default of the schema filled in."""
+    schema = load_schema()
+    return fill_defaults({}, schema["$defs"][section], schema)
+
+
+def validate_section(section, values):
     """Validate one section (e.g. the dream settings of a single-image run) against its schema."""
-    schema = schema or load_schema()
-    _raise_errors(values, {**schema["$defs"][section], "$defs": schema["$defs"]}, prefix=section)
+    _raise_errors(values, section_schema(section), prefix=section)
     if section == "dream":
         try:
             check_layers(values["model"], parse_objective(resolve_layers(values["model"], values["layers"])).layers)
         except DreamflowError as error:
             raise DreamflowError(f"dream.layers: {error}") from None
+
+
+def validate_job_settings(settings):
+    """A frame job's JobSettings checked as config.yaml's are: a job may come from anywhere."""
+    validate_section("dream", settings.dream)
+    validate_section("blend", settings.blend)
+    if settings.zoom is not None:
+        validate_section("zoom", settings.zoom)
 
 
 def settings_for(config, name):
@@ -245,12 +263,3 @@ def check_inputs(config):
             for item in entry["sweep"]["layers"]:
                 _check_terms(f"inputs.{name}.sweep.layers", settings_for(config, name)["dream"]["model"], item)
     return kinds
-
-
-def canonical_json(value):
-    """Stable text for a settings dict: equal settings give equal strings (Snakemake's params trigger)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def list_models():
-    return sorted(MODELS)

@@ -20,11 +20,10 @@ def pick_device(name):
 
 
 class Dreamer:
-    """A loaded model plus the settings it was loaded for; reusable across frames.
+    """A loaded model plus the dream settings it was loaded for; reusable across frames.
 
-    Settings keys: model, weights, layers, octaves, octave_scale, iterations, step_size, jitter, seed,
-    device, and optionally guide (image path), start ("image" or "noise"), tile_size and
-    layer_schedule; the optional ones default to off.
+    The settings are a dream section that passed the config schema (config.validate_section);
+    guide, start, tile_size and layer_schedule may be absent and then default to off.
     """
 
     def __init__(self, dream_settings, threads=None, pretrained=True):
@@ -38,9 +37,6 @@ class Dreamer:
         self.default_terms = models.resolve_layers(model_name, dream_settings["layers"])
         self.layer_schedule = dream_settings.get("layer_schedule")
         self.start = dream_settings.get("start") or "image"
-        if self.start not in ("image", "noise"):
-            raise DreamflowError(f"config key dream.start: {self.start!r} is not allowed; "
-                                 "allowed values: image, noise")
         try:
             term_lists = schedule.all_term_lists(self.layer_schedule, self.default_terms)
         except ValueError as error:
@@ -49,7 +45,7 @@ class Dreamer:
         layers = sorted({layer for terms in term_lists for layer in objectives.parse(terms).layers})
         models.check_layers(model_name, layers)
         self.model = models.build(model_name, dream_settings["weights"], pretrained=pretrained)
-        # channels_last roughly halves conv time on CPU (see DESIGN.md measurements)
+        # channels_last roughly halves convolution time on the CPU
         self.model.to(self.device, memory_format=torch.channels_last)
         self.params = engine.DreamParams.from_settings(dream_settings)
         self.guide_features = None
@@ -88,7 +84,7 @@ class Dreamer:
 
             # a process-wide switch, and a model server holds dreamers of several settings: set per call.
             # Picks the fastest convolution algorithms per input size after a first timed pass; the
-            # choice may differ from run to run, so it is off by default (not measured here: no GPU)
+            # choice may differ from run to run, so it is off by default
             torch.backends.cudnn.benchmark = bool(self.settings.get("cudnn_benchmark"))
         image = to_tensor(array).to(self.device)
         return to_array(engine.dream(self.model, objective, image, self.params))
@@ -113,24 +109,32 @@ def zoomed_input(previous_dream, zoom):
     return to_array(image)
 
 
-def dream_frame_file(dreamer, frame_path, output_path, frame_number, blend_settings,
-                     previous_path=None, jpg_quality=95, zoom=None):
-    """Dream frame `frame_number` into `output_path`.
+def run_job(job, dreamer):
+    """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output atomically.
 
-    With `zoom` ({"factor": ..., "angle": ...}) every frame after the first dreams the zoomed
-    previous dream instead of the (blended) raw frame, so `frame_path` may be None for those.
+    A zoom frame after the first dreams the zoomed previous dream; any other frame dreams its raw
+    frame (or noise of its size), blended with the previous dream when the blend settings say so.
     """
-    if zoom and frame_number > 1:
-        if not previous_path:
-            raise DreamflowError(f"zoom animation needs the previous dreamed frame for frame {frame_number}")
-        source = zoomed_input(read_rgb(previous_path), zoom)
+    settings = job.settings
+    if settings.zoom and job.number > 1:
+        if not job.previous:
+            raise DreamflowError(f"zoom animation needs the previous dreamed frame for frame {job.number}")
+        source = zoomed_input(read_rgb(job.previous), settings.zoom)
     else:
-        if frame_path is None:
-            raise DreamflowError(f"frame {frame_number} has no input frame to dream")
-        frame = dreamer.start_array(read_rgb(frame_path), frame_number)
-        previous = read_rgb(previous_path) if previous_path else None
-        if previous is None and blend.uses_previous_frame(blend_settings) and frame_number > 1:
-            raise DreamflowError(f"blend mode {blend_settings['mode']} needs the previous dreamed frame "
-                                 f"for frame {frame_number}")
-        source = blended_input(frame, previous, blend_settings, frame_number)
-    write_rgb(dreamer.dream_array(source, frame_number), output_path, jpg_quality=jpg_quality)
+        if job.frame is None:
+            raise DreamflowError(f"frame {job.number} has no input frame to dream")
+        frame = dreamer.start_array(read_rgb(job.frame), job.number)
+        previous = read_rgb(job.previous) if job.previous else None
+        if previous is None and blend.uses_previous_frame(settings.blend) and job.number > 1:
+            raise DreamflowError(f"blend mode {settings.blend['mode']} needs the previous dreamed frame "
+                                 f"for frame {job.number}")
+        source = blended_input(frame, previous, settings.blend, job.number)
+    write_rgb(dreamer.dream_array(source, job.number), job.output, jpg_quality=settings.jpg_quality)
+
+
+def dream_in_process(job):
+    """Check and run `job` in this process, loading the model for it."""
+    from .config import validate_job_settings
+
+    validate_job_settings(job.settings)
+    run_job(job, Dreamer(job.settings.dream, threads=job.threads))

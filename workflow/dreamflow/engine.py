@@ -117,8 +117,7 @@ def objective_gradient(model, objective, image, precision="float32"):
     """d objective / d image, with the forward graph freed on return.
 
     With precision bfloat16 or float16 the forward pass runs under autocast (tensor cores on a GPU);
-    the objective and the gradient stay float32. Runs and is tested on the CPU, where autocast
-    works too but gains nothing; the speed-up on a GPU was not measured here (no GPU).
+    the objective and the gradient stay float32. On the CPU autocast works too but gains nothing.
     """
     leaf = image.detach().requires_grad_(True)
     dtype = AUTOCAST_DTYPES.get(precision)
@@ -200,9 +199,3 @@ def dream(model, objective, image, params):
             result = gradient_step(model, objective, result, params, generator)
         detail = result - base
     return result
-
-
-def score(model, objective, image):
-    """The objective's value for `image`, without gradients (to check that dreaming raised it)."""
-    with torch.no_grad():
-        return float(objective(model.activations(image, objective.layers)))

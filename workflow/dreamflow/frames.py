@@ -1,5 +1,6 @@
-"""Frame numbering and frame ranges: pure arithmetic, no I/O."""
+"""Frame numbering, frame ranges and counting extracted frames."""
 
+import os
 import re
 
 FRAME_DIGITS = 6
@@ -12,6 +13,12 @@ def frame_name(number):
     if number < 1:
         raise ValueError(f"frame numbers start at 1, got {number}")
     return f"{number:0{FRAME_DIGITS}d}"
+
+
+def count_frames(folder, frame_format):
+    """How many frames of `frame_format` (png, jpg) an extraction left in `folder`."""
+    suffix = "." + frame_format
+    return sum(1 for entry in os.scandir(folder) if entry.name.endswith(suffix))
 
 
 def natural_key(name):

@@ -329,6 +329,11 @@ def weights_cache_file(model):
     return os.path.join(torch_cache_dir(), TORCHVISION_WEIGHTS[model][1])
 
 
+def model_of_weights_file(file_name):
+    """The torchvision model whose cache file is named `file_name`."""
+    return next(model for model, (_, name) in TORCHVISION_WEIGHTS.items() if name == file_name)
+
+
 def _torchvision_only(model):
     spec(model)
     if model not in TORCHVISION_WEIGHTS:

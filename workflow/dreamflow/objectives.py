@@ -8,10 +8,12 @@ nothing here is negated to suit an optimiser that minimises.
 must stay light (the Snakefile, config checks) can call it to learn which layers a config uses.
 """
 
+import re
 from collections.abc import Mapping
 
 from .errors import DreamflowError
 
+LAYER_NAME = re.compile(r"[A-Za-z0-9_.]+")  # the config schema's term grammar (a test compares them)
 GUIDE_MAX_SIDE = 512  # google/deepdream shrinks guides too: features of a huge guide add nothing
 GUIDE_MATCH_CHUNK = 4096  # positions matched at once; bounds the (positions x guide positions) matrix
 
@@ -49,13 +51,6 @@ def layer_l2(layer):
     return Objective([(1.0, layer, mean_square)])
 
 
-def layers_l2(layers):
-    objective = layer_l2(layers[0])
-    for layer in layers[1:]:
-        objective = objective + layer_l2(layer)
-    return objective
-
-
 def channel(layer, index):
     """Amplify one feature: the mean activation of channel `index` of `layer` (higher is more of it)."""
 
@@ -78,12 +73,13 @@ def _parse_string(term):
     layer, colon, index = term.partition(":")
     if not layer:
         raise _malformed(term, "the layer name is empty")
+    if not LAYER_NAME.fullmatch(layer):
+        raise _malformed(term, f"layer name {layer!r} has characters other than letters, digits, _ and .")
     if not colon:
         return layer_l2(layer)
-    try:
-        return channel(layer, int(index))
-    except ValueError:
-        raise _malformed(term, f"channel {index!r} is not an integer") from None
+    if not index.isascii() or not index.isdigit():
+        raise _malformed(term, f"channel {index!r} is not an integer")
+    return channel(layer, int(index))
 
 
 def _parse_mapping(term):
@@ -91,7 +87,7 @@ def _parse_mapping(term):
     if unknown:
         raise _malformed(term, f"unknown keys {', '.join(map(str, unknown))}")
     layer, index, weight = term.get("layer"), term.get("channel"), term.get("weight", 1.0)
-    if not isinstance(layer, str) or not layer or ":" in layer:
+    if not isinstance(layer, str) or not LAYER_NAME.fullmatch(layer):
         raise _malformed(term, "'layer' must be a layer name (the channel goes under 'channel')")
     if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
         raise _malformed(term, "'channel' must be an integer")

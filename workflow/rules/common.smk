@@ -1,95 +1,46 @@
-# Shared parts: config validation (once, before any job) and the helpers input functions use.
+# Glue between Snakemake and the plan: the plan (dreamflow.plan) decides everything per input;
+# this module only builds it once and turns its answers into input and params functions.
 
 import inspect
 import re
 
 from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
-from dreamflow import config as dreamflow_config
-from dreamflow.blend import uses_previous_frame
 from dreamflow.errors import DreamflowError
-from dreamflow.frames import FRAME_PATTERN, frame_name
-from dreamflow.models import TORCHVISION_WEIGHTS, torch_cache_dir, weights_cache_file
-from dreamflow.naming import safe, terms_label
+from dreamflow.frames import FRAME_PATTERN, count_frames
+from dreamflow.models import TORCHVISION_WEIGHTS, model_of_weights_file, torch_cache_dir
+from dreamflow.plan import Plan, job_shell_prefix
+from dreamflow.sweep import sheet_labels, sweep_items
+
+
+def all_cores():
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores (a dry run, some cluster set-ups): this machine's
+        return os.cpu_count() or 1
+
 
 try:
-    _validated = dreamflow_config.validate(config)
-    INPUT_KINDS = dreamflow_config.check_inputs(_validated)
+    PLAN = Plan(config, cores=all_cores())
 except DreamflowError as error:
     raise WorkflowError(f"dreamflow: invalid configuration:\n{error}") from None
-config.update(_validated)
+config.update(PLAN.config)
+LAYOUT = PLAN.layout
 
-SETTINGS = {name: dreamflow_config.settings_for(config, name) for name in config["inputs"]}
-WORK = config["work_dir"]
-RESULTS = config["results_dir"]
-
-# the job running a rule finds `dreamflow` next to the Python that runs Snakemake
-_bin = os.path.dirname(sys.executable)
-if os.path.exists(os.path.join(_bin, "dreamflow")):
-    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+IN_CONTAINER = bool(PLAN.container) and (
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+)
+shell.prefix(job_shell_prefix(sys.executable, IN_CONTAINER))
 
 
 wildcard_constraints:
-    name="|".join(re.escape(name) for name in config["inputs"]),
+    name="|".join(re.escape(name) for name in PLAN.names),
     frame=FRAME_PATTERN,
     ext="png|jpg",
     item=r"\d\d+-[A-Za-z0-9_.+-]+",
     weights_file="|".join(re.escape(file) for _, file in TORCHVISION_WEIGHTS.values()),
-
-
-def input_path(wildcards):
-    return config["inputs"][wildcards.name]["path"]
-
-
-def frame_format(name):
-    return SETTINGS[name]["frames"]["format"]
-
-
-def settings_json(name, *sections):
-    return dreamflow_config.canonical_json({s: SETTINGS[name][s] for s in sections})
-
-
-def dream_job_settings(name, **dream_changes):
-    """What a dream job needs, and nothing else: changing encode settings must not rerun dreams."""
-    settings = SETTINGS[name]
-    return dreamflow_config.canonical_json({
-        "dream": {**settings["dream"], **dream_changes}, "blend": settings["blend"],
-        "zoom": settings["zoom"], "jpg_quality": settings["frames"]["jpg_quality"]})
-
-
-# the same for every frame of an input: made once, not once per job
-DREAM_SETTINGS = {name: dream_job_settings(name) for name in config["inputs"]}
-
-
-def frames_folder(name):
-    """The extracted frames of `name`; asking the checkpoint orders the asking job after extraction."""
-    return checkpoints.extract_frames.get(name=name).output.frames
-
-
-def extracted_frame(name, number):
-    return os.path.join(frames_folder(name), f"{frame_name(number)}.{frame_format(name)}")
-
-
-def frame_count(name):
-    """Frames extracted for `name`; known only once the extract_frames checkpoint has run."""
-    folder = frames_folder(name)
-    suffix = "." + frame_format(name)
-    return sum(1 for entry in os.scandir(folder) if entry.name.endswith(suffix))
-
-
-def dreamed_frames_of(name):
-    zoom = SETTINGS[name]["zoom"]
-    count = frame_count(name)  # also orders every dream job after the extraction
-    if zoom:
-        count = zoom["frames"]
-    pattern = rules.dream_frame.output.frame
-    ext = frame_format(name)
-    return [pattern.format(name=name, frame=frame_name(n), ext=ext) for n in range(1, count + 1)]
-
-
-def dreamed_frames(wildcards):
-    return dreamed_frames_of(wildcards.name)
 
 
 def per_frame(function):
@@ -100,70 +51,43 @@ def per_frame(function):
     return function
 
 
-@per_frame
-def dream_frame_settings(wildcards):
-    return DREAM_SETTINGS[wildcards.name]
+def frames_folder(name):
+    """The extracted frames of `name`; asking the checkpoint orders the asking job after extraction."""
+    return checkpoints.extract_frames.get(name=name).output.frames
 
 
-def all_cores():
-    try:
-        return workflow.cores
-    except WorkflowError:  # no --cores (a dry run, some cluster set-ups): this machine's
-        return os.cpu_count() or 1
+def dreamed_frames_of(name):
+    plan = PLAN[name]
+    return plan.dreamed_frames(count_frames(frames_folder(name), plan.frame_format))
 
 
-def frames_chain(name):
-    """Whether each dreamed frame of `name` needs the previous one: zooming, or blending a sequence."""
-    settings = SETTINGS[name]
-    return bool(settings["zoom"]) or (INPUT_KINDS[name] != "image" and uses_previous_frame(settings["blend"]))
-
-
-CHAINED = {name: frames_chain(name) for name in config["inputs"]}
-
-
-def dream_threads_of(name):
-    threads = config["resources"]["dream_threads"]
-    if threads != "auto":
-        return threads
-    if CHAINED[name]:
-        return all_cores()  # a chain dreams one frame at a time
-    # independent frames one per core: on 2 cores a pair takes 1.41 s against 2.04 s one after
-    # the other with 2 threads each (small frames use threads poorly)
-    return 1
-
-
-DREAM_THREADS = {name: dream_threads_of(name) for name in config["inputs"]}
-
-
-@per_frame
-def dream_frame_threads(wildcards):
-    return DREAM_THREADS[wildcards.name]
-
-
-# a number when every input has the same (the usual case), so the jobs skip a function call each
-DREAM_JOB_THREADS = (next(iter(DREAM_THREADS.values())) if len(set(DREAM_THREADS.values())) == 1
-                     else dream_frame_threads)
+def dreamed_frames(wildcards):
+    return dreamed_frames_of(wildcards.name)
 
 
 @per_frame
 def dream_frame_inputs(wildcards):
-    """The raw frame (none for zoom frames after the first), the previous dream when blending or
-    zooming (the chain edge: dream N waits for dreamed N-1), the guide image and the weights."""
-    name, number = wildcards.name, int(wildcards.frame)
-    settings = SETTINGS[name]
+    """The raw frame (none for zoom frames after the first), the previous dream when the frame
+    chains (the DAG edge: dream N waits for dreamed N-1), the guide image and the weights.
+    Dream jobs are only asked for once extract_frames has run, so paths need no checkpoint."""
+    plan = PLAN[wildcards.name]
+    number = int(wildcards.frame)
     inputs = {}
-    if not (settings["zoom"] and number > 1):
-        # dream jobs are only asked for once the extract_frames checkpoint has run, so the path
-        # can be named without asking the checkpoint (which is slow, once per job)
-        inputs["frame"] = f"{WORK}/{name}/frames/{frame_name(number)}.{wildcards.ext}"
-    if number > 1 and CHAINED[name]:
-        inputs["previous"] = rules.dream_frame.output.frame.format(
-            name=name, frame=frame_name(number - 1), ext=wildcards.ext)
-    if settings["dream"]["guide"]:
-        inputs["guide"] = settings["dream"]["guide"]
-    for weights in weights_file(wildcards):
-        inputs["weights"] = weights
+    if plan.needs_raw_frame(number):
+        inputs["frame"] = plan.raw_frame(number)
+    previous = plan.previous(number)
+    if previous:
+        inputs["previous"] = plan.dreamed_frame(previous)
+    if plan.guide:
+        inputs["guide"] = plan.guide
+    if plan.weights:
+        inputs["weights"] = plan.weights
     return inputs
+
+
+@per_frame
+def dream_frame_settings(wildcards):
+    return PLAN[wildcards.name].job_settings
 
 
 @per_frame
@@ -175,56 +99,36 @@ def dream_frame_paths(wildcards, input):
     return arguments
 
 
-def guide_image(wildcards):
-    """A guide image is an input, so replacing it reruns the dreams that used it."""
-    guide = SETTINGS[wildcards.name]["dream"]["guide"]
-    return [guide] if guide else []
+@per_frame
+def dream_frame_threads(wildcards):
+    return PLAN[wildcards.name].threads
 
 
-def weights_file(wildcards):
-    """The weights a dream job reads: the user's file, or the torch cache file fetch_model fills."""
-    dream = SETTINGS[wildcards.name]["dream"]
-    if dream["weights"]:
-        return [dream["weights"]]
-    if dream["model"] in TORCHVISION_WEIGHTS:
-        return [weights_cache_file(dream["model"])]
-    return []
-
-
-def model_of_weights_file(file):
-    return next(model for model, (_, name) in TORCHVISION_WEIGHTS.items() if name == file)
-
-
-def cache_files_in_use():
-    """Cache files of the torchvision models the config uses without a weights file of its own."""
-    return sorted({weights_cache_file(s["dream"]["model"]) for s in SETTINGS.values()
-                   if s["dream"]["model"] in TORCHVISION_WEIGHTS and not s["dream"]["weights"]})
-
-
-def sweep_items(name):
-    """{wildcard: terms}: one entry per sweep item, numbered so the sheet keeps the config's order."""
-    return {f"{index:02d}-{safe(terms_label(terms))}": terms
-            for index, terms in enumerate(SETTINGS[name]["sweep"]["layers"], start=1)}
+def sweep_layer_inputs(wildcards):
+    plan = PLAN[wildcards.name]
+    frames_folder(wildcards.name)  # orders the job after the extraction
+    inputs = {"frame": plan.raw_frame(1)}
+    if plan.guide:
+        inputs["guide"] = plan.guide
+    if plan.weights:
+        inputs["weights"] = plan.weights
+    return inputs
 
 
 def sweep_images(wildcards):
-    pattern = rules.sweep_layer.output.image
-    return [pattern.format(name=wildcards.name, item=item, ext=frame_format(wildcards.name))
-            for item in sweep_items(wildcards.name)]
+    plan = PLAN[wildcards.name]
+    return [plan.sweep_image(item) for item in plan.sweep]
 
 
-def result_path(name):
-    if SETTINGS[name]["sweep"]:
-        return rules.contact_sheet.output.sheet.format(name=name)
-    if INPUT_KINDS[name] == "image" and not SETTINGS[name]["zoom"]:
-        return rules.publish_image.output.image.format(name=name, ext=frame_format(name))
-    return rules.encode.output.video.format(name=name)
+def sweep_labels(wildcards):
+    return sheet_labels(sweep_items(PLAN[wildcards.name].settings["sweep"]["layers"]))
 
 
 def all_targets(wildcards):
+    """Every result, and every dreamed frame as well, so that a deleted frame is always redone."""
     targets = []
-    for name in config["inputs"]:
-        if not SETTINGS[name]["sweep"]:
-            targets += dreamed_frames_of(name)
-        targets.append(result_path(name))
+    for plan in PLAN:
+        if not plan.sweep:
+            targets += dreamed_frames_of(plan.name)
+        targets.append(plan.result)
     return targets

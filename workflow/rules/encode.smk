@@ -6,14 +6,14 @@ rule encode:
         probe=rules.probe.output.probe,
         frames=dreamed_frames,
     output:
-        video=f"{RESULTS}/{{name}}/{{name}}.mp4",
+        video=LAYOUT.video,
     params:
-        settings=lambda wildcards: settings_json(wildcards.name, "frames", "encode"),
+        settings=lambda wildcards: PLAN[wildcards.name].encode_settings,
         frames_dir=lambda wildcards, input: os.path.dirname(input.frames[0]),
         frame_count=lambda wildcards, input: len(input.frames),
-    threads: config["resources"]["ffmpeg_threads"]
+    threads: PLAN.ffmpeg_threads
     log:
-        f"{WORK}/{{name}}/logs/encode.log",
+        LAYOUT.log("encode"),
     message:
         "Encoding {output.video}"
     conda:
@@ -27,13 +27,14 @@ rule encode:
 # A single image needs no video: its one dreamed frame is the result.
 rule publish_image:
     input:
-        frame=lambda wildcards: rules.dream_frame.output.frame.format(
-            name=wildcards.name, frame=frame_name(1), ext=wildcards.ext),
+        frame=lambda wildcards: PLAN[wildcards.name].dreamed_frame(1),
     output:
-        image=f"{RESULTS}/{{name}}/{{name}}.{{ext}}",
+        image=LAYOUT.image,
     log:
-        f"{WORK}/{{name}}/logs/publish.{{ext}}.log",
+        LAYOUT.log("publish.{ext}"),
     message:
         "Publishing {output.image}"
+    conda:
+        "../../envs/dreamflow.yaml"
     shell:
         "cp {input.frame:q} {output.image:q} 2> {log:q}"

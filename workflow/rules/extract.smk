@@ -3,11 +3,11 @@
 
 rule probe:
     input:
-        input_path,
+        lambda wildcards: PLAN[wildcards.name].path,
     output:
-        probe=f"{WORK}/{{name}}/probe.json",
+        probe=LAYOUT.probe,
     log:
-        f"{WORK}/{{name}}/logs/probe.log",
+        LAYOUT.log("probe"),
     message:
         "Probing input {wildcards.name}"
     conda:
@@ -21,12 +21,12 @@ checkpoint extract_frames:
     input:
         probe=rules.probe.output.probe,
     output:
-        frames=directory(f"{WORK}/{{name}}/frames"),
+        frames=directory(LAYOUT.frames),
     params:
-        settings=lambda wildcards: dreamflow_config.canonical_json(SETTINGS[wildcards.name]["frames"]),
-    threads: config["resources"]["ffmpeg_threads"]
+        settings=lambda wildcards: PLAN[wildcards.name].frames_settings,
+    threads: PLAN.ffmpeg_threads
     log:
-        f"{WORK}/{{name}}/logs/extract.log",
+        LAYOUT.log("extract"),
     message:
         "Extracting frames of {wildcards.name}"
     conda:

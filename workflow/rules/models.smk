@@ -15,9 +15,11 @@ rule fetch_model:
     params:
         model=lambda wildcards: model_of_weights_file(wildcards.weights_file),
     log:
-        f"{WORK}/logs/fetch_model/{{weights_file}}.log",
+        f"{LAYOUT.work}/logs/fetch_model/{{weights_file}}.log",
     message:
         "Fetching {output.weights}"
+    conda:
+        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow fetch-models --model {params.model} > {log:q} 2>&1"
 
@@ -25,4 +27,4 @@ rule fetch_model:
 # Every weights file the configured inputs need.
 rule fetch_models:
     input:
-        cache_files_in_use(),
+        PLAN.weights_cache_files,

@@ -1,30 +1,27 @@
-"""The model server of the dream step: torch and the models stay loaded; frame jobs send it requests.
+"""The model server of the dream step: torch and the models stay loaded; frame jobs send it work.
 
-Started by the first `dreamflow dream-frame` client that finds none (see dreamflow.client, which
-documents the environment variables), as `python -m dreamflow.server --socket PATH --idle SECONDS`,
-in the workflow's working directory, or by hand with `dreamflow serve`. It
+Started by the first client that finds none (see serving.client), as `python -m dreamflow serve
+--socket PATH --idle SECONDS`, in the workflow's working directory, or by hand with `dreamflow
+serve`. It
 
 - binds its Unix socket first and imports torch after, so clients see it at once and their requests
   wait for the import instead of timing out;
-- answers one JSON line per connection with one JSON line: {"op": "status"} gives its pid, working
-  directory and load; {"op": "stop"} makes it leave once idle; {"op": "dream", ...} dreams one frame
-  with dreamstep.dream_frame_file and the same Dreamer settings and torch thread count the client
-  would use in-process, so the bytes are the same whichever process dreamed them (the frame is
-  written atomically, by images.write_rgb);
-- runs each connection in its own thread. Requests with the same thread count are dreamed
-  concurrently (each thread gets its own OpenMP team: torch.set_num_threads is per thread for the
-  intra-op pool); a request with another thread count waits until those finish, because concurrent
-  dreams with different thread counts were measured to leak one's numerics into the other;
-- keeps the last few Dreamers (DREAMFLOW_SERVER_MODELS, default 2) keyed by the canonical JSON of the
-  dream settings, the thread count and the size and mtime of the weights and guide files;
-- exits after `--idle` seconds (DREAMFLOW_SERVER_IDLE, default 10) without dream requests, removing
-  its socket; also when its socket file is removed or replaced, or on SIGTERM/SIGINT.
+- answers one request per connection (see serving.protocol). A dream request's job is parsed with
+  FrameJob.from_message and its settings checked against the config schema; it is then dreamed by
+  dreamstep.run_job with the Dreamer settings and torch thread count the client would use
+  in-process, so the bytes are the same whichever process dreamed them (the frame is written
+  atomically, by images.write_rgb);
+- runs each connection in its own thread, letting requests through a ThreadGate (serving.gate);
+- keeps the last few Dreamers (`--models`, default 2) keyed by the dream settings, the thread count
+  and the size and mtime of the weights and guide files;
+- exits after `--idle` seconds without dream requests, removing its socket; also when its socket
+  file is removed or replaced, or on SIGTERM/SIGINT.
 
-A DreamflowError (the user's mistake) goes back to the client as {"status": "error", "message"};
-any other failure as {"status": "failed"}, after which the client dreams in-process.
+A DreamflowError (the user's mistake, a malformed job included) goes back to the client as
+{"status": "error", "message"}; any other failure as {"status": "failed"}, after which the client
+dreams in-process.
 """
 
-import argparse
 import collections
 import contextlib
 import json
@@ -32,16 +29,17 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
 
-from .client import dreamer_identity
-from .errors import DreamflowError
+from ..errors import DreamflowError
+from ..job import FrameJob
+from . import protocol
+from .client import dreamer_identity, ping
+from .gate import ThreadGate
 
 DEFAULT_MODELS = 2
-MAX_REQUEST_BYTES = 1 << 20
 ACCEPT_POLL = 0.25  # seconds between idle checks
 
 
@@ -49,43 +47,31 @@ def log(*parts):
     print(time.strftime("%Y-%m-%d %H:%M:%S"), f"[{os.getpid()}]", *parts, flush=True)
 
 
-class ThreadGate:
-    """Lets requests with the same torch thread count run together, others in turn, first come first."""
+class SettingsChecks:
+    """Checks jobs' settings against the config schema, once per distinct settings: a workflow
+    sends the same few for every frame. Failures are not remembered."""
+
+    MAX_REMEMBERED = 256
 
     def __init__(self):
-        self._condition = threading.Condition()
-        self._threads = None  # the count of the requests running now
-        self.running = 0
-        self._queue = collections.deque()
+        self._lock = threading.Lock()
+        self._passed = set()
 
-    def _may_enter(self, ticket, threads):
-        if self.running and self._threads != threads:
-            return False
-        for waiting, count in self._queue:  # nobody with another count arrived before this one
-            if waiting is ticket:
-                return True
-            if count != threads:
-                return False
-        return False
+    def check(self, settings):
+        from .. import config
 
-    @contextlib.contextmanager
-    def held(self, threads):
-        ticket = object()
-        with self._condition:
-            self._queue.append((ticket, threads))
-            self._condition.wait_for(lambda: self._may_enter(ticket, threads))
-            self._queue.remove((ticket, threads))
-            self._threads = threads
-            self.running += 1
-            self._condition.notify_all()
+        text = settings.text()
+        with self._lock:
+            if text in self._passed:
+                return
         try:
-            yield
-        finally:
-            with self._condition:
-                self.running -= 1
-                if not self.running:
-                    self._threads = None
-                self._condition.notify_all()
+            config.validate_job_settings(settings)
+        except KeyError as error:  # the layer checks after the schema's need model and layers
+            raise DreamflowError(f"frame job: settings: dream.{error.args[0]} is missing") from None
+        with self._lock:
+            if len(self._passed) >= self.MAX_REMEMBERED:
+                self._passed.clear()
+            self._passed.add(text)
 
 
 def _file_signature(path):
@@ -99,8 +85,9 @@ def _file_signature(path):
 
 
 def dreamer_key(dream_settings, threads):
-    """Settings, thread count (guide features are computed when loading) and the files read at load."""
-    from . import models
+    """Settings, thread count (guide features are computed when loading) and the files read at
+    load."""
+    from .. import models
 
     weights = dream_settings.get("weights")
     if not weights:
@@ -109,7 +96,8 @@ def dreamer_key(dream_settings, threads):
         except (DreamflowError, KeyError, TypeError):
             weights = None
     return json.dumps([dream_settings, threads, _file_signature(weights),
-                       _file_signature(dream_settings.get("guide"))], sort_keys=True, separators=(",", ":"))
+                       _file_signature(dream_settings.get("guide"))],
+                      sort_keys=True, separators=(",", ":"))
 
 
 class DreamerCache:
@@ -129,7 +117,7 @@ class DreamerCache:
         return len(self._entries)
 
     def get(self, dream_settings, threads):
-        from .dreamstep import Dreamer
+        from ..dreamstep import Dreamer
 
         key = dreamer_key(dream_settings, threads)
         with self._lock:
@@ -169,10 +157,10 @@ class Server:
         self.pid_path = os.path.splitext(socket_path)[0] + ".pid"
         self.idle = idle
         self.dreamers = DreamerCache(models)
+        self.settings_checks = SettingsChecks()
         self.gate = ThreadGate()
         self.ready = threading.Event()
         self.load_error = None
-        self.default_threads = None
         self._state = threading.Lock()
         self._active = 0  # connections being handled
         self._dream_requests = 0
@@ -186,8 +174,6 @@ class Server:
     # --- socket life cycle ---
 
     def _bind(self):
-        from .client import ping
-
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(self.socket_path)
@@ -277,16 +263,11 @@ class Server:
     def _load(self):
         started = time.monotonic()
         try:
-            import importlib
-
             import torch
 
-            importlib.import_module(".dreamstep", __package__)  # the import is the cost paid once
+            from .. import config, dreamstep  # noqa: F401  the imports are the cost paid once
 
-            # what a fresh process would use without --threads: the count in a new thread is the default
-            self.default_threads = torch.get_num_threads()
-            log(f"torch {torch.__version__} ready in {time.monotonic() - started:.1f} s, "
-                f"{self.default_threads} threads by default")
+            log(f"torch {torch.__version__} ready in {time.monotonic() - started:.1f} s")
         except BaseException as error:  # the clients dream in-process and see the real error there
             self.load_error = f"the server cannot import torch: {type(error).__name__}: {error}"
             log(self.load_error)
@@ -302,17 +283,16 @@ class Server:
 
     def _status(self):
         with self._state:
-            return {"status": "ok", "pid": os.getpid(), "cwd": self.cwd, "ready": self.ready.is_set(),
-                    "error": self.load_error, "requests": self._dream_requests, "dreaming": self.dreaming,
-                    "served": self.served, "models": len(self.dreamers), "idle": self.idle,
-                    "default_threads": self.default_threads}
+            return {"status": protocol.OK, "pid": os.getpid(), "cwd": self.cwd,
+                    "ready": self.ready.is_set(), "error": self.load_error,
+                    "requests": self._dream_requests, "dreaming": self.dreaming,
+                    "served": self.served, "models": len(self.dreamers), "idle": self.idle}
 
     def _handle(self, connection):
         try:
             reply = self._reply(connection)
             if reply is not None:
-                connection.settimeout(30)
-                connection.sendall(json.dumps(reply).encode() + b"\n")
+                protocol.send_reply(connection, reply)
         except OSError:
             pass  # the client is gone: its job was killed, or it gave up
         finally:
@@ -322,23 +302,18 @@ class Server:
 
     def _reply(self, connection):
         try:
-            connection.settimeout(30)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = connection.recv(65536)
-                if not chunk or len(data) > MAX_REQUEST_BYTES:
-                    return None
-                data += chunk
-            request = json.loads(data)
+            request = protocol.read_request(connection)
+            if request is None:
+                return None
             op = request.get("op")
-            if op == "status":
+            if op == protocol.STATUS:
                 return self._status()
-            if op == "stop":
+            if op == protocol.STOP:
                 with self._state:
                     self._stopping = True
-                return {"status": "ok"}
-            if op != "dream":
-                return {"status": "failed", "message": f"unknown request {op!r}"}
+                return {"status": protocol.OK}
+            if op != protocol.DREAM:
+                return {"status": protocol.FAILED, "message": f"unknown request {op!r}"}
             with self._state:
                 self._dream_requests += 1
             try:
@@ -349,7 +324,8 @@ class Server:
                     self._last_request = time.monotonic()
         except Exception as error:
             log(f"request failed:\n{traceback.format_exc()}")
-            return {"status": "failed", "message": f"the server failed: {type(error).__name__}: {error}"}
+            return {"status": protocol.FAILED,
+                    "message": f"the server failed: {type(error).__name__}: {error}"}
 
     def _same_directory(self, directory):
         try:
@@ -358,44 +334,47 @@ class Server:
             return False
 
     def _dream(self, request, connection):
+        try:
+            job = FrameJob.from_message(request.get("job"))
+            self.settings_checks.check(job.settings)
+        except DreamflowError as error:
+            log(f"malformed job: {error}")
+            return {"status": protocol.ERROR, "message": str(error)}
         self.ready.wait()
         if self.load_error:
-            return {"status": "unavailable", "message": self.load_error}
+            return {"status": protocol.UNAVAILABLE, "message": self.load_error}
         if not self._same_directory(request.get("cwd")):
             # the directory was removed or replaced since this server started in it: hand over
             with self._state:
                 self._stopping = True
             self._unlink_socket()
-            return {"status": "retry", "message": f"the server's directory {self.cwd} is gone"}
+            return {"status": protocol.RETRY,
+                    "message": f"the server's directory {self.cwd} is gone"}
         import torch
 
-        from .dreamstep import dream_frame_file
+        from ..dreamstep import run_job
 
-        threads = request.get("threads") or self.default_threads
-        with self.gate.held(threads):
+        with self.gate.held(job.threads):
             if _client_gone(connection):
-                return {"status": "failed", "message": "the client left"}
-            torch.set_num_threads(threads)  # this thread's OpenMP team only
+                return {"status": protocol.FAILED, "message": "the client left"}
+            torch.set_num_threads(job.threads)  # this thread's OpenMP team only
             started = time.monotonic()
             try:
-                settings = json.loads(request["settings"])
-                dreamer = self.dreamers.get(settings["dream"], threads)
+                dreamer = self.dreamers.get(job.settings.dream, job.threads)
                 with self._state:
                     self.dreaming += 1
                 try:
-                    dream_frame_file(dreamer, request.get("frame"), request["output"], request["number"],
-                                     settings["blend"], previous_path=request.get("previous"),
-                                     jpg_quality=settings["jpg_quality"], zoom=settings.get("zoom"))
+                    run_job(job, dreamer)
                 finally:
                     with self._state:
                         self.dreaming -= 1
             except DreamflowError as error:
-                log(f"{request['output']}: error: {error}")
-                return {"status": "error", "message": str(error)}
+                log(f"{job.output}: error: {error}")
+                return {"status": protocol.ERROR, "message": str(error)}
         with self._state:
             self.served += 1
-        log(f"{request['output']} in {time.monotonic() - started:.2f} s (threads: {threads})")
-        return {"status": "ok", "dreamer": dreamer_identity()}
+        log(f"{job.output} in {time.monotonic() - started:.2f} s (threads: {job.threads})")
+        return {"status": protocol.OK, "dreamer": dreamer_identity()}
 
 
 def _leave(signum, frame):
@@ -403,40 +382,9 @@ def _leave(signum, frame):
 
 
 def serve(socket_path, idle, models=None):
-    """Run a server on `socket_path` in the current directory until it has been idle `idle` seconds."""
-    if models is None:
-        models = int(os.environ.get("DREAMFLOW_SERVER_MODELS") or DEFAULT_MODELS)
+    """Run a server on `socket_path` in the current directory until it has been idle `idle`
+    seconds, keeping `models` loaded models (default DEFAULT_MODELS)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _leave)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return Server(socket_path, idle, models).run()
-
-
-def main(argv=None):
-    from . import client
-
-    parser = argparse.ArgumentParser(prog="python -m dreamflow.server", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", help="socket path (default: this directory's, see dreamflow.client)")
-    parser.add_argument("--idle", type=float, help="seconds without requests before exiting "
-                                                    "(default: $DREAMFLOW_SERVER_IDLE or 10)")
-    parser.add_argument("--models", type=int,
-                        help="loaded models kept (default: $DREAMFLOW_SERVER_MODELS or 2)")
-    args = parser.parse_args(argv)
-    try:
-        idle = client.idle_seconds() if args.idle is None else args.idle
-        socket_path = args.socket
-        if socket_path is None:
-            paths = client.server_paths(threads=True)
-            try:
-                client.prepare_dir(paths)
-            except client.Unavailable as error:
-                raise DreamflowError(str(error)) from None
-            socket_path = paths.socket
-    except DreamflowError as error:
-        print(f"dreamflow: error: {error}", file=sys.stderr)
-        return 1
-    return serve(socket_path, idle, args.models)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Server(socket_path, idle, DEFAULT_MODELS if models is None else models).run()

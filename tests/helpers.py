@@ -1,0 +1,155 @@
+"""The shared test helpers: tiny real media made with ffmpeg, default and tiny settings, and a
+runner of the real Snakemake workflow.
+
+Test modules import it as `helpers` (pyproject.toml puts tests/ on pytest's pythonpath);
+tests/conftest.py builds its fixtures from it and holds nothing else.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from dreamflow import config as dreamflow_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES, VIDEO_FPS = 64, 36, 6, 6
+
+# small enough for a 2-core CPU, real enough to exercise every step
+TINY_DREAM = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"]}
+TINY_RESOURCES = {"dream_threads": 1, "ffmpeg_threads": 1}
+
+# model servers of finished test workflows should not linger (each holds ~0.7 GB)
+SERVER_IDLE_SECONDS = "2"
+
+
+# ---- media ----
+
+def run_ffmpeg(*arguments):
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                    *map(str, arguments)], check=True)
+
+
+def make_video(path, *, frames=VIDEO_FRAMES, fps=VIDEO_FPS, size=f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}",
+               audio=True, pattern="testsrc"):
+    """An H.264 mp4 of `frames` frames of an ffmpeg test pattern, `size` written "WIDTHxHEIGHT",
+    with a 440 Hz AAC sine track as long as the video if `audio`. Returns the path as a string.
+
+    `pattern` is the lavfi source: testsrc (a scrolling gradient and a timestamp) or testsrc2
+    (more moving shapes); in both, every frame differs from the others.
+    """
+    arguments = ["-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}"]
+    if audio:
+        arguments += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-c:a", "aac"]
+    # -t, not -frames:v: a frame limit ends the audio stream early too
+    run_ffmpeg(*arguments, "-t", frames / fps, "-c:v", "libx264", "-pix_fmt", "yuv420p", path)
+    return str(path)
+
+
+def make_audio(path, duration=1):
+    run_ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}", "-c:a", "aac", path)
+    return str(path)
+
+
+def ffprobe_streams(path):
+    """The streams of a media file as ffprobe's JSON gives them (every value a string, as ffprobe
+    writes it), with frames counted by decoding in `nb_read_frames`."""
+    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams",
+                             "-of", "json", str(path)], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout)["streams"]
+
+
+def solid_image(path, color, size=(VIDEO_WIDTH, VIDEO_HEIGHT)):
+    """Write a one-colour RGB image of `size` (width, height); the format follows the suffix."""
+    Image.new("RGB", size, color).save(path)
+    return str(path)
+
+
+def pattern_array(height=VIDEO_HEIGHT, width=VIDEO_WIDTH, seed=0):
+    """A smooth, structured uint8 RGB image: random colours at low resolution, upscaled."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.BICUBIC))
+
+
+# ---- settings and objectives ----
+
+def defaults(section, **overrides):
+    """The schema defaults of one config section (dream, blend, frames, encode), with overrides."""
+    schema = dreamflow_config.load_schema()
+    values = dreamflow_config.fill_defaults({}, schema["$defs"][section], schema)
+    values.update(overrides)
+    return values
+
+
+def objective_value(model, objective, image):
+    """What `objective` gives for `image` through the model's own activations, as a float: the
+    quantity a dream ascends, to check that dreaming raised it."""
+    import torch  # here, not above: the media and workflow tests need no torch in this process
+
+    with torch.no_grad():
+        return float(objective(model.activations(image, objective.layers)))
+
+
+# ---- the real workflow ----
+
+class Workflow:
+    """A project directory with its own config.yaml, run through the real Snakemake."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def write_config(self, config):
+        (self.directory / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def read_config(self):
+        return yaml.safe_load((self.directory / "config.yaml").read_text())
+
+    def run(self, *args, env=None, timeout=900):
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                   "--directory", str(self.directory), "--cores", "2", *args]
+        # set for these runs only, not in the tests' own process; a value in the caller's
+        # environment still wins, so a longer idle time can be asked for when debugging
+        environment = {"DREAMFLOW_SERVER_IDLE": SERVER_IDLE_SECONDS, **os.environ, **(env or {})}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                env=environment)
+        result.output = result.stdout + result.stderr
+        return result
+
+    def finished(self, result, rule):
+        """How many jobs of `rule` Snakemake reports as finished in this run."""
+        return len(re.findall(rf"Finished jobid: \d+ \(Rule: {rule}\)", result.output))
+
+    def dreamed_in_run(self, result):
+        """Frame numbers whose dream job ran, from the rule's message lines."""
+        return sorted(int(n) for n in re.findall(r"Dreaming frame (\d+) of", result.output))
+
+    def path(self, *parts):
+        return self.directory.joinpath(*parts)
+
+
+def tiny_config(input_path, **overrides):
+    """A config of one input with TINY_DREAM settings; a section given as a mapping is merged."""
+    config = {"inputs": {"tiny": {"path": str(input_path)}}, "dream": dict(TINY_DREAM),
+              "resources": dict(TINY_RESOURCES), "blend": {"mode": "none"}}
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **values}
+        else:
+            config[section] = values
+    return config
+
+
+def copy_workflow(source, destination):
+    """Copy a finished project, keeping mtimes and Snakemake's metadata, so that reruns behave as
+    they would in place."""
+    shutil.copytree(source, destination, symlinks=True)
+    return Workflow(destination)

@@ -1,0 +1,193 @@
+"""The thin side of the dream step: hand a FrameJob to the model server of this node and directory.
+
+This is what every frame job runs, so it imports the standard library only (no torch, numpy, PIL,
+yaml or jsonschema): a frame costs a Python start-up and one request.
+
+- The first client that finds no server starts one (`python -m dreamflow serve --socket PATH
+  --idle SECONDS`, detached, in its own session, its output in a log file beside the socket),
+  holding a file lock so that concurrent clients start exactly one; the others wait on the lock,
+  then use that server.
+- If the server dies mid-request or the connection breaks, the server is started again and the
+  request retried (a few times). If no server can be had (disabled, socket directory not usable,
+  the server cannot start or answer in time), the caller dreams in-process. Errors that are the
+  user's (DreamflowError in the server) come back as DreamflowError, without a retry or a fallback.
+"""
+
+import contextlib
+import fcntl
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+
+from ..errors import DreamflowError
+from . import protocol
+from .paths import package_root, prepare_dir, server_paths
+from .protocol import Broken, NoServer, Unavailable
+
+DEFAULT_IDLE = 10.0
+START_TIMEOUT = 120.0  # a server binds its socket before importing torch, so this is rarely reached
+MAX_STARTS = 3  # the first start plus two restarts after a server died under a request
+PING_TIMEOUT = 10.0  # a live server answers a ping at once, even while it imports torch
+LOG_MAX_BYTES = 1 << 20  # a log beyond this is moved to .log.old when the next server starts
+
+
+def enabled(env=None):
+    env = os.environ if env is None else env
+    return env.get("DREAMFLOW_SERVER", "").strip().lower() not in ("off", "0", "false", "no")
+
+
+def idle_seconds(env=None):
+    env = os.environ if env is None else env
+    text = env.get("DREAMFLOW_SERVER_IDLE", "").strip()
+    if not text:
+        return DEFAULT_IDLE
+    try:
+        value = float(text)
+    except ValueError:
+        raise DreamflowError(f"environment variable DREAMFLOW_SERVER_IDLE: '{text}' is not a "
+                             "number of seconds") from None
+    if value < 0:
+        raise DreamflowError(f"environment variable DREAMFLOW_SERVER_IDLE: {text} is negative")
+    return value
+
+
+def ping(socket_path, timeout=PING_TIMEOUT):
+    """The server's status ({"pid", "cwd", "ready", "dreaming", "served", ...}), or None when none
+    answers."""
+    try:
+        reply = protocol.exchange(socket_path, {"op": protocol.STATUS}, timeout)
+    except (NoServer, Broken, Unavailable):
+        return None
+    return reply if reply.get("status") == protocol.OK else None
+
+
+def stop(socket_path, timeout=PING_TIMEOUT):
+    """Ask the server to exit once its running requests are done; False when none answered."""
+    try:
+        reply = protocol.exchange(socket_path, {"op": protocol.STOP}, timeout)
+    except (NoServer, Broken, Unavailable):
+        return False
+    return reply.get("status") == protocol.OK
+
+
+@contextlib.contextmanager
+def _locked(path, deadline):
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"timed out waiting for the lock {path}") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
+
+
+def server_command(socket_path, idle):
+    return [sys.executable, "-m", "dreamflow", "serve", "--socket", socket_path,
+            "--idle", str(idle)]
+
+
+def spawn(paths, env=None):
+    """Start a server in this directory, detached from the job (own session, no inherited pipes)."""
+    env = os.environ if env is None else env
+    with contextlib.suppress(OSError):
+        if os.path.getsize(paths.log) > LOG_MAX_BYTES:
+            os.replace(paths.log, paths.log + ".old")
+    child_env = dict(env)
+    # the server imports the package this client is from, whatever the environment says
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), env.get("PYTHONPATH")]))
+    command = server_command(paths.socket, idle_seconds(env))
+    try:
+        with open(paths.log, "ab") as log:
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=os.getcwd(), env=child_env,
+                                    start_new_session=True, close_fds=True)
+    except OSError as error:
+        raise Unavailable(f"cannot start the server ({shlex.join(command)}): {error}") from None
+
+
+def ensure_server(paths, env=None):
+    """A server that answers on paths.socket: the one running, or one started now. Its status."""
+    deadline = time.monotonic() + START_TIMEOUT
+    with _locked(paths.lock, deadline):
+        status = ping(paths.socket)
+        if status:
+            return status
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.socket)  # a dead server's socket; a live one answered the ping
+        process = spawn(paths, env)
+        while time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            status = ping(paths.socket, timeout=max(0.1, min(PING_TIMEOUT, left)))
+            if status:
+                return status
+            code = process.poll()
+            if code is not None:
+                status = ping(paths.socket)  # it may have left because another server came up
+                if status:
+                    return status
+                raise Unavailable(f"the server exited at start with status {code}; see {paths.log}")
+            time.sleep(0.05)
+        process.kill()
+        raise Unavailable(f"the server did not answer within {START_TIMEOUT:g} s; see {paths.log}")
+
+
+def dreamer_identity():
+    """Who dreamed a frame, for the job's log: which Python on which host (inside a container, the
+    container's Python and host name), so a log shows where the work ran."""
+    return f"pid {os.getpid()}, python {sys.executable}, host {socket.gethostname()}"
+
+
+def request_dream(job, env=None, notes=sys.stderr):
+    """Have the server dream the FrameJob `job`; True once it has, False when the caller must dream
+    in-process.
+
+    A DreamflowError from the server is raised here; why the server could not be used is written
+    to `notes` as one line.
+    """
+    env = os.environ if env is None else env
+    if not enabled(env):
+        return False
+    message = protocol.dream_request(os.getcwd(), job)
+    try:
+        paths = server_paths(env=env)
+        prepare_dir(paths)
+        starts = 0
+        while True:
+            try:
+                reply = protocol.exchange(paths.socket, message, None)
+            except (NoServer, Broken) as error:
+                if starts >= MAX_STARTS:
+                    raise Unavailable(f"the server failed {starts} times, last: {error}") from None
+                starts += 1
+                ensure_server(paths, env)
+                continue
+            status = reply.get("status")
+            if status == protocol.OK:
+                print(f"dreamflow: dreamed by the model server: {reply.get('dreamer')}", file=notes,
+                      flush=True)
+                return True
+            if status == protocol.ERROR:
+                raise DreamflowError(reply.get("message", "the server reported an error"))
+            if status == protocol.RETRY and starts < MAX_STARTS:  # the server is stale and leaving
+                starts += 1
+                ensure_server(paths, env)
+                continue
+            raise Unavailable(reply.get("message") or f"unexpected reply from the server: {reply}")
+    except DreamflowError:
+        raise
+    except Exception as error:  # Unavailable, or anything unforeseen: the frame is dreamed anyway
+        note = " ".join(str(error).split())
+        if not isinstance(error, Unavailable):
+            note = f"{type(error).__name__}: {note}"
+        print(f"dreamflow: note: no model server ({note}); dreaming in-process", file=notes,
+              flush=True)
+        return False
