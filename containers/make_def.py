@@ -6,8 +6,8 @@
 The Dockerfile is the one source of truth. spython's conversion is lossy in two ways this script
 repairs, always the same way, so the committed file is reproducible and tests/test_containers.py can
 regenerate and compare it:
-- it puts `cd <WORKDIR>` in front of the runscript: right for Docker, where the project is mounted at
-  /work, wrong for Apptainer, which starts in the caller's directory (the project) and binds it;
+- it puts `cd <WORKDIR>` in front of the runscript: right for Docker, where the project is mounted
+  at /work, wrong for Apptainer, which starts in the caller's directory (the project) and binds it;
 - it writes Docker's `LABEL key=value` as one word, where Apptainer's %labels wants `key value`.
 """
 
@@ -23,9 +23,12 @@ from spython.main.parse.writers import SingularityWriter
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "containers" / "Dockerfile"
 DEFINITION = REPO / "containers" / "dreamflow.def"
-HEADER = ("# Generated from containers/Dockerfile by `.venv/bin/python containers/make_def.py`: edit the\n"
-          "# Dockerfile and regenerate, never this file (tests/test_containers.py checks they agree).\n"
-          "# Build from the repository root: apptainer build dreamflow.sif containers/dreamflow.def\n")
+HEADER = (
+    "# Generated from containers/Dockerfile by `.venv/bin/python containers/make_def.py`: "
+    "edit the\n"
+    "# Dockerfile and regenerate, never this file (tests/test_containers.py checks they agree).\n"
+    "# Build from the repository root: apptainer build dreamflow.sif containers/dreamflow.def\n"
+)
 
 
 def _sections(text):
@@ -51,7 +54,8 @@ def _repair(name, lines, workdir):
 
 def definition(dockerfile=DOCKERFILE):
     """The Apptainer definition text for `dockerfile`, repaired as described above."""
-    # spython checks COPY sources relative to the working directory: the build context, the repo root
+    # spython checks COPY sources relative to the working directory: the build context, the repo
+    # root
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
@@ -66,7 +70,9 @@ def definition(dockerfile=DOCKERFILE):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stdout", action="store_true", help="print the definition instead of writing it")
+    parser.add_argument(
+        "--stdout", action="store_true", help="print the definition instead of writing it"
+    )
     args = parser.parse_args(argv)
     text = definition()
     if args.stdout:

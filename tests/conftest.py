@@ -39,4 +39,3 @@ def finished_plain(tmp_path_factory):
 @pytest.fixture(scope="session")
 def finished_blend(tmp_path_factory):
     return _finished_project(tmp_path_factory, "blend", {"mode": "constant", "factor": 0.5})
-

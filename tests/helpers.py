@@ -33,13 +33,23 @@ SERVER_IDLE_SECONDS = "2"
 
 # ---- media ----
 
+
 def run_ffmpeg(*arguments):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                    *map(str, arguments)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *map(str, arguments)],
+        check=True,
+    )
 
 
-def make_video(path, *, frames=VIDEO_FRAMES, fps=VIDEO_FPS, size=f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}",
-               audio=True, pattern="testsrc"):
+def make_video(
+    path,
+    *,
+    frames=VIDEO_FRAMES,
+    fps=VIDEO_FPS,
+    size=f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}",
+    audio=True,
+    pattern="testsrc",
+):
     """An H.264 mp4 of `frames` frames of an ffmpeg test pattern, `size` written "WIDTHxHEIGHT",
     with a 440 Hz AAC sine track as long as the video if `audio`. Returns the path as a string.
 
@@ -62,8 +72,12 @@ def make_audio(path, duration=1):
 def ffprobe_streams(path):
     """The streams of a media file as ffprobe's JSON gives them (every value a string, as ffprobe
     writes it), with frames counted by decoding in `nb_read_frames`."""
-    result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams",
-                             "-of", "json", str(path)], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(result.stdout)["streams"]
 
 
@@ -81,6 +95,7 @@ def pattern_array(height=VIDEO_HEIGHT, width=VIDEO_WIDTH, seed=0):
 
 
 # ---- settings and objectives ----
+
 
 def defaults(section, **overrides):
     """The schema defaults of one config section (dream, blend, frames, encode), with overrides."""
@@ -101,6 +116,7 @@ def objective_value(model, objective, image):
 
 # ---- the real workflow ----
 
+
 class Workflow:
     """A project directory with its own config.yaml, run through the real Snakemake."""
 
@@ -114,13 +130,24 @@ class Workflow:
         return yaml.safe_load((self.directory / "config.yaml").read_text())
 
     def run(self, *args, env=None, timeout=900):
-        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                   "--directory", str(self.directory), "--cores", "2", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(self.directory),
+            "--cores",
+            "2",
+            *args,
+        ]
         # set for these runs only, not in the tests' own process; a value in the caller's
         # environment still wins, so a longer idle time can be asked for when debugging
         environment = {"DREAMFLOW_SERVER_IDLE": SERVER_IDLE_SECONDS, **os.environ, **(env or {})}
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                env=environment)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=environment
+        )
         result.output = result.stdout + result.stderr
         return result
 
@@ -138,8 +165,12 @@ class Workflow:
 
 def tiny_config(input_path, **overrides):
     """A config of one input with TINY_DREAM settings; a section given as a mapping is merged."""
-    config = {"inputs": {"tiny": {"path": str(input_path)}}, "dream": dict(TINY_DREAM),
-              "resources": dict(TINY_RESOURCES), "blend": {"mode": "none"}}
+    config = {
+        "inputs": {"tiny": {"path": str(input_path)}},
+        "dream": dict(TINY_DREAM),
+        "resources": dict(TINY_RESOURCES),
+        "blend": {"mode": "none"},
+    }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
             config[section] = {**config[section], **values}

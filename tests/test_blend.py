@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from dreamflow.blend import blend_factor, mix, uses_previous_frame
-
 from helpers import defaults
 
 
@@ -59,17 +58,27 @@ def test_mode_random_is_reproducible_per_seed():
     s = settings(mode="random", low=0.0, high=1.0, seed=5)
     first = [blend_factor(s, n) for n in range(2, 20)]
     assert [blend_factor(s, n) for n in reversed(range(2, 20))] == first[::-1]
-    other = [blend_factor(settings(mode="random", low=0.0, high=1.0, seed=6), n) for n in range(2, 20)]
+    other = [
+        blend_factor(settings(mode="random", low=0.0, high=1.0, seed=6), n) for n in range(2, 20)
+    ]
     assert other != first
 
 
 def test_mode_random_gives_the_same_factor_in_another_process():
-    """Each frame is dreamed by its own process, so the factor must not depend on hash randomisation."""
+    """Each frame is dreamed by its own process, so the factor must not depend on hash
+    randomisation."""
     s = settings(mode="random", low=0.0, high=1.0, seed=3)
-    code = ("import json, sys; from dreamflow.blend import blend_factor; "
-            "print(repr(blend_factor(json.loads(sys.argv[1]), 7)))")
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(s)], capture_output=True, text=True,
-                            check=True, env={"PYTHONHASHSEED": "12345", "PATH": ""})
+    code = (
+        "import json, sys; from dreamflow.blend import blend_factor; "
+        "print(repr(blend_factor(json.loads(sys.argv[1]), 7)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(s)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+    )
     assert float(result.stdout) == blend_factor(s, 7)
 
 

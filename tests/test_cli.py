@@ -8,15 +8,19 @@ import torchvision
 
 from dreamflow import models
 from dreamflow.images import read_rgb, write_rgb
-
 from helpers import pattern_array
 
 FAST = ["--octaves", "1", "--iterations", "2", "--jitter", "4", "--device", "cpu", "--threads", "2"]
 
 
 def dreamflow(*arguments, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "dreamflow", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "dreamflow", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_line_error(result):
@@ -63,15 +67,26 @@ def test_models_are_listed_with_descriptions():
     result = dreamflow("models")
     assert result.returncode == 0
     names = [line.split("\t")[0] for line in result.stdout.splitlines()]
-    assert names == ["efficientnet_lite0", "googlenet", "inception_v3", "resnet50", "vgg16", "vgg19"]
+    assert names == [
+        "efficientnet_lite0",
+        "googlenet",
+        "inception_v3",
+        "resnet50",
+        "vgg16",
+        "vgg19",
+    ]
 
 
 def test_fetch_models_from_a_local_file_fills_the_cache_that_build_reads(tmp_path, monkeypatch):
-    state = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
+    state = torchvision.models.googlenet(
+        weights=None, aux_logits=True, init_weights=False
+    ).state_dict()
     torch.save(state, tmp_path / "downloaded.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cache_file = models.weights_cache_file("googlenet")
-    result = dreamflow("fetch-models", "--model", "googlenet", "--from", tmp_path / "downloaded.pth")
+    result = dreamflow(
+        "fetch-models", "--model", "googlenet", "--from", tmp_path / "downloaded.pth"
+    )
     assert result.returncode == 0, result.stderr
     assert cache_file in result.stdout
     model = models.build("googlenet")
@@ -83,8 +98,14 @@ def test_fetch_models_from_a_local_file_fills_the_cache_that_build_reads(tmp_pat
 
 def test_fetch_models_of_a_corrupt_file_is_a_one_line_error_leaving_the_cache_empty(tmp_path):
     (tmp_path / "corrupt.pth").write_bytes(b"PK\x03\x04 truncated")
-    result = dreamflow("fetch-models", "--model", "vgg16", "--from", tmp_path / "corrupt.pth",
-                       env={"TORCH_HOME": str(tmp_path / "torch")})
+    result = dreamflow(
+        "fetch-models",
+        "--model",
+        "vgg16",
+        "--from",
+        tmp_path / "corrupt.pth",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert str(tmp_path / "corrupt.pth") in assert_one_line_error(result)
     assert os.listdir(tmp_path / "torch" / "hub" / "checkpoints") == []
 
@@ -92,7 +113,9 @@ def test_fetch_models_of_a_corrupt_file_is_a_one_line_error_leaving_the_cache_em
 def test_fetch_models_rejects_an_unknown_model_and_one_file_for_several_models(tmp_path):
     line = assert_one_line_error(dreamflow("fetch-models", "--model", "vgg"))
     assert "unknown model 'vgg'" in line and "all" in line
-    line = assert_one_line_error(dreamflow("fetch-models", "--model", "all", "--from", tmp_path / "x.pth"))
+    line = assert_one_line_error(
+        dreamflow("fetch-models", "--model", "all", "--from", tmp_path / "x.pth")
+    )
     assert "exactly one --model" in line
 
 
@@ -104,7 +127,9 @@ def test_layers_of_an_unknown_model_is_a_one_line_error():
 def test_dream_writes_an_image_of_the_same_size(tmp_path):
     source = pattern_array(36, 64)
     write_rgb(source, tmp_path / "in.png")
-    result = dreamflow("dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--layers", "block4", *FAST)
+    result = dreamflow(
+        "dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--layers", "block4", *FAST
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "out.png")
     dreamed = read_rgb(tmp_path / "out.png")
@@ -121,15 +146,27 @@ def test_dream_of_a_missing_image_is_a_one_line_error(tmp_path):
 
 def test_dream_with_an_unknown_layer_is_a_one_line_error(tmp_path):
     write_rgb(pattern_array(), tmp_path / "in.png")
-    result = dreamflow("dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--layers", "block100", *FAST)
+    result = dreamflow(
+        "dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--layers", "block100", *FAST
+    )
     line = assert_one_line_error(result)
     assert "unknown layer 'block100'" in line and "close matches: block10" in line
 
 
 def test_dream_with_several_bad_values_is_still_a_one_line_error(tmp_path):
     write_rgb(pattern_array(), tmp_path / "in.png")
-    result = dreamflow("dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--device", "cpu",
-                       "--octaves", "0", "--iterations", "0")
+    result = dreamflow(
+        "dream",
+        tmp_path / "in.png",
+        "-o",
+        tmp_path / "out.png",
+        "--device",
+        "cpu",
+        "--octaves",
+        "0",
+        "--iterations",
+        "0",
+    )
     line = assert_one_line_error(result)
     assert "dream.octaves" in line and "dream.iterations" in line
 
@@ -138,7 +175,9 @@ def test_dream_with_a_pickled_model_as_weights_is_a_one_line_error(tmp_path):
     write_rgb(pattern_array(), tmp_path / "in.png")
     weights = tmp_path / "model.pth"
     torch.save(torch.nn.Linear(2, 2), weights)
-    result = dreamflow("dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--weights", weights, *FAST)
+    result = dreamflow(
+        "dream", tmp_path / "in.png", "-o", tmp_path / "out.png", "--weights", weights, *FAST
+    )
     assert str(weights) in assert_one_line_error(result)
 
 
@@ -147,11 +186,18 @@ def test_probe_writes_json_for_an_image(tmp_path):
     result = dreamflow("probe", tmp_path / "still.png", "-o", tmp_path / "probe.json")
     assert result.returncode == 0, result.stderr
     probed = json.loads((tmp_path / "probe.json").read_text())
-    assert (probed["kind"], probed["width"], probed["height"], probed["frame_count"]) == ("image", 64, 36, 1)
+    assert (probed["kind"], probed["width"], probed["height"], probed["frame_count"]) == (
+        "image",
+        64,
+        36,
+        1,
+    )
 
 
 def test_probe_of_a_missing_input_is_a_one_line_error(tmp_path):
-    line = assert_one_line_error(dreamflow("probe", tmp_path / "gone.mp4", "-o", tmp_path / "probe.json"))
+    line = assert_one_line_error(
+        dreamflow("probe", tmp_path / "gone.mp4", "-o", tmp_path / "probe.json")
+    )
     assert "input not found" in line
     assert os.listdir(tmp_path) == []
 
@@ -159,13 +205,28 @@ def test_probe_of_a_missing_input_is_a_one_line_error(tmp_path):
 def test_invalid_settings_json_is_a_one_line_error(tmp_path):
     write_rgb(pattern_array(), tmp_path / "still.png")
     assert dreamflow("probe", tmp_path / "still.png", "-o", tmp_path / "probe.json").returncode == 0
-    result = dreamflow("extract", "--probe", tmp_path / "probe.json", "--settings", "{not json",
-                       "-o", tmp_path / "frames")
+    result = dreamflow(
+        "extract",
+        "--probe",
+        tmp_path / "probe.json",
+        "--settings",
+        "{not json",
+        "-o",
+        tmp_path / "frames",
+    )
     assert "--settings is not valid JSON" in assert_one_line_error(result)
 
 
 def test_extract_with_a_missing_probe_file_is_a_one_line_error(tmp_path):
-    result = dreamflow("extract", "--probe", tmp_path / "missing.json", "--settings", "{}", "-o", tmp_path / "frames")
+    result = dreamflow(
+        "extract",
+        "--probe",
+        tmp_path / "missing.json",
+        "--settings",
+        "{}",
+        "-o",
+        tmp_path / "frames",
+    )
     assert f"file not found: {tmp_path / 'missing.json'}" in assert_one_line_error(result)
 
 
@@ -173,7 +234,9 @@ def test_dream_into_a_folder_names_the_file_after_the_settings(tmp_path):
     write_rgb(pattern_array(), tmp_path / "cat.png")
     out = tmp_path / "out"
     out.mkdir()
-    result = dreamflow("dream", tmp_path / "cat.png", "-o", out, "--layers", "block4:3", "block5", *FAST)
+    result = dreamflow(
+        "dream", tmp_path / "cat.png", "-o", out, "--layers", "block4:3", "block5", *FAST
+    )
     assert result.returncode == 0, result.stderr
     expected = out / "cat_efficientnet_lite0_block4-3+block5_o1x1.4_i2_s1.5_j4_seed0.png"
     assert result.stdout.strip() == str(expected)
@@ -183,7 +246,9 @@ def test_dream_into_a_folder_names_the_file_after_the_settings(tmp_path):
 def test_dream_from_noise_of_any_size_is_reproducible(tmp_path):
     outputs = []
     for name in ("a.png", "b.png"):
-        result = dreamflow("dream", "--start", "noise", "--size", "29x47", "-o", tmp_path / name, *FAST)
+        result = dreamflow(
+            "dream", "--start", "noise", "--size", "29x47", "-o", tmp_path / name, *FAST
+        )
         assert result.returncode == 0, result.stderr
         outputs.append((tmp_path / name).read_bytes())
     assert outputs[0] == outputs[1]
@@ -197,15 +262,27 @@ def test_dream_without_image_or_noise_size_is_a_one_line_error(tmp_path):
 
 def test_dream_with_an_out_of_range_channel_is_a_one_line_error(tmp_path):
     write_rgb(pattern_array(), tmp_path / "cat.png")
-    result = dreamflow("dream", tmp_path / "cat.png", "-o", tmp_path / "x.png", "--layers", "block4:999", *FAST)
+    result = dreamflow(
+        "dream", tmp_path / "cat.png", "-o", tmp_path / "x.png", "--layers", "block4:999", *FAST
+    )
     assert "channel 999 of layer block4 is out of range" in assert_one_line_error(result)
     assert not (tmp_path / "x.png").exists()
 
 
 def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
     write_rgb(pattern_array(), tmp_path / "cat.png")
-    result = dreamflow("sweep", tmp_path / "cat.png", "--layers", "block2", "block4+block5:1", "--columns", "2",
-                       "-o", tmp_path / "sweep", *FAST)
+    result = dreamflow(
+        "sweep",
+        tmp_path / "cat.png",
+        "--layers",
+        "block2",
+        "block4+block5:1",
+        "--columns",
+        "2",
+        "-o",
+        tmp_path / "sweep",
+        *FAST,
+    )
     assert result.returncode == 0, result.stderr
     # the workflow's names: sweep/<item>.png beside <name>_sweep.png
     assert sorted(os.listdir(tmp_path / "sweep")) == ["cat_sweep.png", "sweep"]
@@ -220,12 +297,29 @@ def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
 
 def test_sweep_checks_every_layer_before_dreaming(tmp_path):
     write_rgb(pattern_array(), tmp_path / "cat.png")
-    result = dreamflow("sweep", tmp_path / "cat.png", "--layers", "block2", "blok9", "-o", tmp_path / "sweep", *FAST)
+    result = dreamflow(
+        "sweep",
+        tmp_path / "cat.png",
+        "--layers",
+        "block2",
+        "blok9",
+        "-o",
+        tmp_path / "sweep",
+        *FAST,
+    )
     assert "unknown layer 'blok9'" in assert_one_line_error(result)
     assert not (tmp_path / "sweep").exists()
 
 
 def test_contact_sheet_needs_one_label_per_image(tmp_path):
     write_rgb(pattern_array(), tmp_path / "a.png")
-    result = dreamflow("contact-sheet", tmp_path / "a.png", tmp_path / "a.png", "--labels", "x", "-o", tmp_path / "s.png")
+    result = dreamflow(
+        "contact-sheet",
+        tmp_path / "a.png",
+        tmp_path / "a.png",
+        "--labels",
+        "x",
+        "-o",
+        tmp_path / "s.png",
+    )
     assert "2 images but 1 labels" in assert_one_line_error(result)

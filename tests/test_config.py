@@ -5,7 +5,6 @@ import pytest
 
 from dreamflow import config
 from dreamflow.errors import DreamflowError
-
 from helpers import defaults, solid_image
 
 
@@ -94,7 +93,10 @@ def test_every_problem_is_reported_one_per_line():
 def test_bad_enum_value_lists_the_allowed_values():
     message = error_of(minimal(dream={"model": "alexnet"}))
     assert message.startswith("config key dream.model: 'alexnet' is not allowed")
-    assert "allowed values: efficientnet_lite0, googlenet, inception_v3, vgg16, vgg19, resnet50" in message
+    assert (
+        "allowed values: efficientnet_lite0, googlenet, inception_v3, vgg16, vgg19, resnet50"
+        in message
+    )
 
 
 def test_bad_enum_value_in_an_override_names_the_input():
@@ -105,8 +107,10 @@ def test_bad_enum_value_in_an_override_names_the_input():
 
 
 def test_override_of_one_dream_key_keeps_the_other_global_dream_keys():
-    raw = {"inputs": {"a": {"path": "a.mp4", "dream": {"iterations": 3}}, "b": {"path": "b.mp4"}},
-           "dream": {"octaves": 2, "layers": ["block4"]}}
+    raw = {
+        "inputs": {"a": {"path": "a.mp4", "dream": {"iterations": 3}}, "b": {"path": "b.mp4"}},
+        "dream": {"octaves": 2, "layers": ["block4"]},
+    }
     validated = config.validate(raw)
     assert validated["inputs"]["a"]["dream"] == {"iterations": 3}
     a, b = config.settings_for(validated, "a"), config.settings_for(validated, "b")
@@ -120,7 +124,8 @@ def test_override_of_one_dream_key_keeps_the_other_global_dream_keys():
 
 def test_start_and_start_time_together_are_rejected():
     assert error_of(minimal(frames={"start": 2, "start_time": 1.0})) == (
-        "config key frames: set start or start_time, not both")
+        "config key frames: set start or start_time, not both"
+    )
 
 
 def test_end_and_end_time_together_are_rejected():
@@ -128,14 +133,18 @@ def test_end_and_end_time_together_are_rejected():
 
 
 def test_cross_field_check_sees_an_override_merged_with_the_globals():
-    raw = {"inputs": {"clip": {"path": "clip.mp4", "frames": {"start_time": 1.0}}}, "frames": {"start": 2}}
+    raw = {
+        "inputs": {"clip": {"path": "clip.mp4", "frames": {"start_time": 1.0}}},
+        "frames": {"start": 2},
+    }
     assert error_of(raw) == "config key inputs.clip.frames: set start or start_time, not both"
 
 
 def test_end_before_start_is_rejected():
     assert error_of(minimal(frames={"start": 5, "end": 4})).startswith("config key frames.end:")
     assert error_of(minimal(frames={"start_time": 2.0, "end_time": 1.0})).startswith(
-        "config key frames.end_time:")
+        "config key frames.end_time:"
+    )
 
 
 def test_blend_low_above_high_is_rejected():
@@ -151,31 +160,43 @@ def test_unknown_layer_is_rejected_with_close_matches():
 
 
 def test_default_layers_follow_the_overridden_model():
-    validated = config.validate({"inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}}})
+    validated = config.validate(
+        {"inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}}}
+    )
     assert config.settings_for(validated, "clip")["dream"]["layers"] == ["inception4c"]
 
 
 def test_layer_is_checked_against_the_overridden_model():
-    raw = {"inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}}, "dream": {"layers": ["block10"]}}
+    raw = {
+        "inputs": {"clip": {"path": "clip.mp4", "dream": {"model": "googlenet"}}},
+        "dream": {"layers": ["block10"]},
+    }
     message = error_of(raw)
-    assert message.startswith("config key inputs.clip.dream.layers: unknown layer 'block10' for model googlenet")
+    assert message.startswith(
+        "config key inputs.clip.dream.layers: unknown layer 'block10' for model googlenet"
+    )
 
 
 def test_layers_of_googlenet_are_accepted():
-    validated = config.validate(minimal(dream={"model": "googlenet", "layers": ["inception4c", "inception3b"]}))
+    validated = config.validate(
+        minimal(dream={"model": "googlenet", "layers": ["inception4c", "inception3b"]})
+    )
     assert validated["dream"]["layers"] == ["inception4c", "inception3b"]
 
 
 def test_missing_weights_file_is_rejected(tmp_path):
     missing = str(tmp_path / "nope.pth")
     assert error_of(minimal(dream={"weights": missing})) == (
-        f"config key dream.weights: file not found: {missing}")
+        f"config key dream.weights: file not found: {missing}"
+    )
 
 
 def test_existing_weights_file_passes_validation(tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"checked when loaded, not here")
-    assert config.validate(minimal(dream={"weights": str(weights)}))["dream"]["weights"] == str(weights)
+    assert config.validate(minimal(dream={"weights": str(weights)}))["dream"]["weights"] == str(
+        weights
+    )
 
 
 def test_container_defaults_to_none_and_takes_a_docker_uri():
@@ -192,11 +213,21 @@ def test_container_takes_an_existing_sif_file(tmp_path):
 
 def test_missing_sif_file_is_rejected(tmp_path):
     missing = str(tmp_path / "nope.sif")
-    assert error_of(minimal(container=missing)) == f"config key container: file not found: {missing}"
+    assert (
+        error_of(minimal(container=missing)) == f"config key container: file not found: {missing}"
+    )
 
 
-@pytest.mark.parametrize("image", ["dreamflow:latest", "images/dreamflow.img", "library://user/dreamflow",
-                                   "docker://", "docker://dream flow"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "dreamflow:latest",
+        "images/dreamflow.img",
+        "library://user/dreamflow",
+        "docker://",
+        "docker://dream flow",
+    ],
+)
 def test_container_of_another_form_is_rejected_naming_the_key(image):
     message = error_of(minimal(container=image))
     assert message.startswith("config key container: ")
@@ -236,7 +267,9 @@ def test_check_inputs_names_a_missing_path(tmp_path):
 def test_check_inputs_rejects_a_folder_without_images(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / ".hidden.png").write_bytes(b"")
-    with pytest.raises(DreamflowError, match=r"^config key inputs\.shots\.path: input folder has no images"):
+    with pytest.raises(
+        DreamflowError, match=r"^config key inputs\.shots\.path: input folder has no images"
+    ):
         config.check_inputs(config.validate({"inputs": {"shots": {"path": str(tmp_path)}}}))
 
 
@@ -250,7 +283,10 @@ def test_folder_images_are_in_natural_order_without_hidden_or_other_files(tmp_pa
 
 @pytest.mark.parametrize("threads", [4, "auto"])
 def test_dream_threads_take_a_count_or_auto(threads):
-    assert config.validate(minimal(resources={"dream_threads": threads}))["resources"]["dream_threads"] == threads
+    assert (
+        config.validate(minimal(resources={"dream_threads": threads}))["resources"]["dream_threads"]
+        == threads
+    )
 
 
 @pytest.mark.parametrize("threads", ["many", 0])
@@ -261,6 +297,10 @@ def test_bad_dream_threads_name_the_key(threads):
 
 def test_a_value_fitting_no_alternative_says_what_is_expected():
     assert error_of(minimal(dream={"layers": 5})) == (
-        "config key dream.layers: 5 is not allowed; expected a layer term or a list of terms or null")
+        "config key dream.layers: 5 is not allowed; "
+        "expected a layer term or a list of terms or null"
+    )
     assert error_of(minimal(resources={"dream_threads": "many"})) == (
-        "config key resources.dream_threads: 'many' is not allowed; expected an integer >= 1 or 'auto'")
+        "config key resources.dream_threads: 'many' is not allowed; "
+        "expected an integer >= 1 or 'auto'"
+    )

@@ -19,7 +19,11 @@ DEFINITION = (REPO / "containers" / "dreamflow.def").read_text()
 
 def dockerfile_instructions(text):
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    joined = re.sub(
+        r"\\\n\s*",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
     return [tuple(line.split(None, 1)) for line in joined.splitlines() if line.strip()]
 
 
@@ -40,19 +44,29 @@ def installed_packages(shell_text):
     shell_text = re.sub(r"\\\n\s*", " ", shell_text)
     apt = re.findall(r"apt-get install ([^&\n]+)", shell_text)
     pip = re.findall(r"pip install ([^&\n]+)", shell_text)
-    words = lambda found: sorted(w for line in found for w in line.split() if not w.startswith("-"))
+
+    def words(found):
+        return sorted(w for line in found for w in line.split() if not w.startswith("-"))
+
     return words(apt), words(pip)
 
 
 def test_definition_is_regenerated_from_the_dockerfile():
-    result = subprocess.run([sys.executable, str(REPO / "containers" / "make_def.py"), "--stdout"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "containers" / "make_def.py"), "--stdout"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout == DEFINITION, (
-        "containers/dreamflow.def is out of date: run .venv/bin/python containers/make_def.py")
+        "containers/dreamflow.def is out of date: run .venv/bin/python containers/make_def.py"
+    )
 
 
 def test_both_install_the_same_packages():
-    runs = "\n".join(args for instruction, args in dockerfile_instructions(DOCKERFILE) if instruction == "RUN")
+    runs = "\n".join(
+        args for instruction, args in dockerfile_instructions(DOCKERFILE) if instruction == "RUN"
+    )
     post = "\n".join(definition_sections(DEFINITION)["post"])
     apt, pip = installed_packages(runs)
     assert {"python3", "python3-venv", "ffmpeg"} <= set(apt)
@@ -61,16 +75,23 @@ def test_both_install_the_same_packages():
 
 
 def test_both_copy_the_same_files():
-    copies = [args.split() for instruction, args in dockerfile_instructions(DOCKERFILE) if instruction == "COPY"]
+    copies = [
+        args.split()
+        for instruction, args in dockerfile_instructions(DOCKERFILE)
+        if instruction == "COPY"
+    ]
     wanted = sorted((source, destination) for *sources, destination in copies for source in sources)
-    files = sorted(tuple(line.split()) for line in definition_sections(DEFINITION)["files"] if line.strip())
+    files = sorted(
+        tuple(line.split()) for line in definition_sections(DEFINITION)["files"] if line.strip()
+    )
     assert files == wanted
 
 
 def test_same_entry_point_and_no_fixed_working_directory_under_apptainer():
     instructions = dict(dockerfile_instructions(DOCKERFILE))
     entrypoint = json.loads(instructions["ENTRYPOINT"])
-    # the default command lives in the entry point: spython would otherwise glue CMD in front of "$@"
+    # the default command lives in the entry point: spython would otherwise glue CMD in front of
+    # "$@"
     assert "CMD" not in instructions
     runscript = [line for line in definition_sections(DEFINITION)["runscript"] if line.strip()]
     assert runscript == [f'exec {" ".join(entrypoint)} "$@"']

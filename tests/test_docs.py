@@ -1,4 +1,5 @@
-"""Every config option is documented: in README's reference table and, with its default, in config.yaml."""
+"""Every config option is documented: in README's reference table and, with its default, in
+config.yaml."""
 
 from pathlib import Path
 

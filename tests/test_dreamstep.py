@@ -6,7 +6,6 @@ from dreamflow.dreamstep import Dreamer, blended_input, pick_device, run_job, zo
 from dreamflow.errors import DreamflowError
 from dreamflow.images import read_rgb, to_tensor, write_rgb
 from dreamflow.job import FrameJob, JobSettings
-
 from helpers import TINY_DREAM, defaults, objective_value, pattern_array
 
 FAST_DREAM = defaults("dream", **TINY_DREAM, device="cpu")  # block4, which the schedules below use
@@ -46,7 +45,9 @@ def test_blend_mixes_raw_frame_and_previous_dream():
 
 
 def test_previous_dream_of_another_size_is_an_error():
-    with pytest.raises(DreamflowError, match="previous dreamed frame has size 20x10, frame 3 has 64x36"):
+    with pytest.raises(
+        DreamflowError, match="previous dreamed frame has size 20x10, frame 3 has 64x36"
+    ):
         blended_input(pattern_array(), pattern_array(10, 20), defaults("blend", mode="constant"), 3)
 
 
@@ -72,9 +73,19 @@ def test_run_job_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_path):
 
 def test_blended_frame_without_its_previous_dream_is_an_error(dreamer, tmp_path):
     write_rgb(pattern_array(), tmp_path / "000002.png")
-    with pytest.raises(DreamflowError, match="blend mode loop needs the previous dreamed frame for frame 2"):
-        run_job(frame_job(dreamer, 2, tmp_path / "out.png", tmp_path / "000002.png",
-                          blend=defaults("blend", mode="loop")), dreamer)
+    with pytest.raises(
+        DreamflowError, match="blend mode loop needs the previous dreamed frame for frame 2"
+    ):
+        run_job(
+            frame_job(
+                dreamer,
+                2,
+                tmp_path / "out.png",
+                tmp_path / "000002.png",
+                blend=defaults("blend", mode="loop"),
+            ),
+            dreamer,
+        )
     assert not (tmp_path / "out.png").exists()
 
 
@@ -85,16 +96,29 @@ def test_blended_frame_uses_its_previous_dream(dreamer, tmp_path):
     write_rgb(pattern_array(seed=3), tmp_path / "previous.png")
     blend = defaults("blend", mode="constant", factor=1.0)
     for name in ("a", "b"):
-        run_job(frame_job(dreamer, 2, tmp_path / f"{name}-out.png", tmp_path / f"{name}.png", blend,
-                          previous=tmp_path / "previous.png"), dreamer)
-    np.testing.assert_array_equal(read_rgb(tmp_path / "a-out.png"), read_rgb(tmp_path / "b-out.png"))
+        run_job(
+            frame_job(
+                dreamer,
+                2,
+                tmp_path / f"{name}-out.png",
+                tmp_path / f"{name}.png",
+                blend,
+                previous=tmp_path / "previous.png",
+            ),
+            dreamer,
+        )
+    np.testing.assert_array_equal(
+        read_rgb(tmp_path / "a-out.png"), read_rgb(tmp_path / "b-out.png")
+    )
 
 
 # ---- objectives, layer schedules and guides ----
 
+
 def test_layers_may_be_channel_terms_and_mappings():
-    dreamer = Dreamer({**FAST_DREAM, "layers": ["block3:5", {"layer": "block4", "weight": 0.5}]},
-                      threads=THREADS)
+    dreamer = Dreamer(
+        {**FAST_DREAM, "layers": ["block3:5", {"layer": "block4", "weight": 0.5}]}, threads=THREADS
+    )
     assert dreamer.objective_for_frame(1).layers == ["block3", "block4"]
 
 
@@ -104,13 +128,20 @@ def test_no_layers_means_the_model_default():
 
 
 def test_every_scheduled_layer_is_checked_before_any_frame():
-    settings = {**FAST_DREAM, "layer_schedule": {"mode": "cycle", "layers": ["block3", ["block4", "block99:2"]]}}
-    with pytest.raises(DreamflowError, match="unknown layer 'block99' for model efficientnet_lite0"):
+    settings = {
+        **FAST_DREAM,
+        "layer_schedule": {"mode": "cycle", "layers": ["block3", ["block4", "block99:2"]]},
+    }
+    with pytest.raises(
+        DreamflowError, match="unknown layer 'block99' for model efficientnet_lite0"
+    ):
         Dreamer(settings)
 
 
 def test_a_bad_schedule_names_the_config_key():
-    with pytest.raises(DreamflowError, match=r"dream\.layer_schedule: unknown layer schedule mode 'bounce'"):
+    with pytest.raises(
+        DreamflowError, match=r"dream\.layer_schedule: unknown layer schedule mode 'bounce'"
+    ):
         Dreamer({**FAST_DREAM, "layer_schedule": {"mode": "bounce", "layers": ["block3"]}})
 
 
@@ -153,8 +184,9 @@ def test_run_job_follows_the_schedule(dreamer, scheduled, tmp_path):
 
 def test_a_guide_turns_layer_terms_into_guide_terms(tmp_path):
     write_rgb(pattern_array(seed=5), tmp_path / "guide.png")
-    guided = Dreamer({**FAST_DREAM, "layers": ["block10"], "guide": str(tmp_path / "guide.png")},
-                     threads=THREADS)
+    guided = Dreamer(
+        {**FAST_DREAM, "layers": ["block10"], "guide": str(tmp_path / "guide.png")}, threads=THREADS
+    )
     objective = guided.objective_for_frame(1)
     guide_score = objective_value(guided.model, objective, to_tensor(pattern_array(seed=5).copy()))
     other = to_tensor(pattern_array(seed=6).copy())
@@ -165,6 +197,7 @@ def test_a_guide_turns_layer_terms_into_guide_terms(tmp_path):
 
 
 # ---- noise start and zoom animation ----
+
 
 @pytest.fixture(scope="module")
 def noise_dreamer():
@@ -210,13 +243,19 @@ def test_zoom_animation_dreams_the_zoomed_previous_dream_without_a_frame(dreamer
 def test_zoom_animation_starts_from_the_first_frame(dreamer, tmp_path):
     write_rgb(pattern_array(seed=1), tmp_path / "frame.png")
     for zoom, name in ((ZOOM, "zoomed"), (None, "plain")):
-        run_job(frame_job(dreamer, 1, tmp_path / f"{name}.png", tmp_path / "frame.png", zoom=zoom),
-                dreamer)
-    np.testing.assert_array_equal(read_rgb(tmp_path / "zoomed.png"), read_rgb(tmp_path / "plain.png"))
+        run_job(
+            frame_job(dreamer, 1, tmp_path / f"{name}.png", tmp_path / "frame.png", zoom=zoom),
+            dreamer,
+        )
+    np.testing.assert_array_equal(
+        read_rgb(tmp_path / "zoomed.png"), read_rgb(tmp_path / "plain.png")
+    )
 
 
 def test_zoom_without_the_previous_dream_is_an_error(dreamer, tmp_path):
-    with pytest.raises(DreamflowError, match="zoom animation needs the previous dreamed frame for frame 4"):
+    with pytest.raises(
+        DreamflowError, match="zoom animation needs the previous dreamed frame for frame 4"
+    ):
         run_job(frame_job(dreamer, 4, tmp_path / "out.png", zoom=ZOOM), dreamer)
 
 

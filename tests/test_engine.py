@@ -7,7 +7,6 @@ import torch
 from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
-
 from helpers import defaults, objective_value, pattern_array
 
 torch.set_num_threads(2)
@@ -48,7 +47,9 @@ def test_octave_sizes_keep_the_full_size_even_when_it_is_small():
 
 def test_dream_params_take_their_fields_from_dream_settings():
     params = engine.DreamParams.from_settings(defaults("dream", iterations=7, seed=3))
-    assert params == engine.DreamParams(octaves=3, octave_scale=1.4, iterations=7, step_size=1.5, jitter=32, seed=3)
+    assert params == engine.DreamParams(
+        octaves=3, octave_scale=1.4, iterations=7, step_size=1.5, jitter=32, seed=3
+    )
 
 
 @pytest.mark.parametrize("layer", ["block4", "block10"])
@@ -63,7 +64,9 @@ def test_dream_raises_the_objective_score(lite0, image, layer):
 def test_dream_changes_the_image_but_keeps_shape_and_range(lite0):
     image = to_tensor(pattern_array(40, 56).copy())
     objective = objectives.parse(["block4"])
-    result = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "step_size": 60}))
+    result = engine.dream(
+        lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "step_size": 60})
+    )
     assert result.shape == image.shape
     assert result.min() >= 0.0 and result.max() <= 1.0
     assert ((result == 0.0) | (result == 1.0)).any()
@@ -111,6 +114,7 @@ def test_dream_params_reject_tiles_too_small_to_have_a_core():
 
 # ---- objectives through the engine ----
 
+
 def test_channel_dream_raises_that_channel_more_than_a_layer_dream_does(lite0, image):
     def channel_mean(picture):
         with torch.no_grad():
@@ -131,6 +135,7 @@ def test_a_channel_beyond_the_layer_is_a_clear_error(lite0, image):
 
 # ---- noise start ----
 
+
 def test_noise_image_is_reproducible_by_seed_and_differs_between_seeds():
     assert torch.equal(engine.noise_image(17, 29, seed=4), engine.noise_image(17, 29, seed=4))
     assert not torch.equal(engine.noise_image(17, 29, seed=4), engine.noise_image(17, 29, seed=5))
@@ -140,7 +145,9 @@ def test_noise_image_is_reproducible_by_seed_and_differs_between_seeds():
 def test_noise_image_is_grey_plus_moderate_noise_of_any_size(height, width):
     noise = engine.noise_image(height, width, seed=0)
     assert noise.shape == (1, 3, height, width)
-    assert noise.min() >= 0.5 - engine.NOISE_AMPLITUDE and noise.max() <= 0.5 + engine.NOISE_AMPLITUDE
+    assert (
+        noise.min() >= 0.5 - engine.NOISE_AMPLITUDE and noise.max() <= 0.5 + engine.NOISE_AMPLITUDE
+    )
     assert 0.0 <= float(noise.min()) and float(noise.max()) <= 1.0
 
 
@@ -163,16 +170,21 @@ GRIDS = [
 
 
 @pytest.mark.parametrize("height, width, tile_size, overlap, offset_y, offset_x", GRIDS)
-def test_tile_cores_cover_every_pixel_exactly_once(height, width, tile_size, overlap, offset_y, offset_x):
+def test_tile_cores_cover_every_pixel_exactly_once(
+    height, width, tile_size, overlap, offset_y, offset_x
+):
     counts = np.zeros((height, width), int)
-    for (top, left, bottom, right), _ in engine.tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
+    for (top, left, bottom, right), _ in engine.tile_grid(
+        height, width, tile_size, overlap, offset_y, offset_x
+    ):
         counts[top:bottom, left:right] += 1
     assert (counts == 1).all()
 
 
 @pytest.mark.parametrize("height, width, tile_size, overlap, offset_y, offset_x", GRIDS)
 def test_padded_tiles_hold_their_core_plus_the_margin_inside_the_image(
-        height, width, tile_size, overlap, offset_y, offset_x):
+    height, width, tile_size, overlap, offset_y, offset_x
+):
     for core, padded in engine.tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
         top, left, bottom, right = core
         pad_top, pad_left, pad_bottom, pad_right = padded
@@ -200,7 +212,7 @@ def test_an_image_that_fits_is_one_tile():
 def test_aligned_inputs_give_aligned_tile_edges():
     tile, overlap = engine.tile_layout(512)
     for core, padded in engine.tile_grid(1080, 1920, tile, overlap, 96, 352):
-        for edge, size in zip(core + padded, (1080, 1920) * 4):
+        for edge, size in zip(core + padded, (1080, 1920) * 4, strict=True):
             assert edge % engine.TILE_ALIGN == 0 or edge == size
 
 
@@ -216,7 +228,9 @@ def test_a_tile_that_covers_the_image_gives_exactly_the_untiled_dream(lite0):
     image = to_tensor(pattern_array(96, 128).copy())
     objective = objectives.parse(["block4"])
     params = engine.DreamParams(**{**FAST, "octaves": 2})
-    tiled = engine.dream(lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "tile_size": 128}))
+    tiled = engine.dream(
+        lite0, objective, image, engine.DreamParams(**{**FAST, "octaves": 2, "tile_size": 128})
+    )
     assert torch.equal(tiled, engine.dream(lite0, objective, image, params))
 
 
@@ -228,13 +242,16 @@ def wide_image():
 def test_tiled_gradient_points_where_the_untiled_one_does(lite0, wide_image):
     objective = objectives.parse(["block4"])
     untiled = engine.objective_gradient(lite0, objective, wide_image)
-    tiled = engine.tiled_gradient(lite0, objective, wide_image, 128, torch.Generator().manual_seed(0))
+    tiled = engine.tiled_gradient(
+        lite0, objective, wide_image, 128, torch.Generator().manual_seed(0)
+    )
     assert torch.nn.functional.cosine_similarity(tiled.flatten(), untiled.flatten(), dim=0) > 0.99
     assert float(tiled.abs().mean() / untiled.abs().mean()) == pytest.approx(1.0, abs=0.05)
 
 
 def test_a_tiled_dream_agrees_closely_with_the_untiled_one(lite0, wide_image):
-    """One step: the dream's dynamics amplify any difference, even 1e-4 of noise, from step to step."""
+    """One step: the dream's dynamics amplify any difference, even 1e-4 of noise, from step to
+    step."""
     objective = objectives.parse(["block4"])
     params = dict(octaves=1, iterations=1, step_size=1.5, jitter=0, seed=0)
     untiled = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
@@ -247,7 +264,9 @@ def test_tiled_dreams_are_reproducible_by_seed(lite0, wide_image):
     objective = objectives.parse(["block4"])
     params = {**FAST, "iterations": 1, "tile_size": 128}
     first = engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
-    assert torch.equal(first, engine.dream(lite0, objective, wide_image, engine.DreamParams(**params)))
+    assert torch.equal(
+        first, engine.dream(lite0, objective, wide_image, engine.DreamParams(**params))
+    )
     other = engine.dream(lite0, objective, wide_image, engine.DreamParams(**{**params, "seed": 1}))
     assert not torch.equal(first, other)
 
@@ -259,7 +278,9 @@ def cosine(a, b):
 # measured cosines with the float32 gradient, Lite0 block4/block10, 48x48 to 360x640 on the CPU:
 # bfloat16 0.46-0.79 (8 bits of mantissa), float16 0.89-0.98
 @pytest.mark.parametrize("precision, least_cosine", [("bfloat16", 0.4), ("float16", 0.85)])
-def test_autocast_gradients_point_where_the_float32_gradient_does(lite0, image, precision, least_cosine):
+def test_autocast_gradients_point_where_the_float32_gradient_does(
+    lite0, image, precision, least_cosine
+):
     """The autocast path runs on the CPU as it would on a GPU (only the speed-up needs one)."""
     objective = objectives.parse(["block10"])
     exact = engine.objective_gradient(lite0, objective, image)
@@ -285,7 +306,9 @@ def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision)
     objective = objectives.parse(["block10"])
     steady = {**FAST, "jitter": 0}  # without jitter the unshifted score must rise
     exact = engine.dream(lite0, objective, image, engine.DreamParams(**steady))
-    reduced = engine.dream(lite0, objective, image, engine.DreamParams(**steady, precision=precision))
+    reduced = engine.dream(
+        lite0, objective, image, engine.DreamParams(**steady, precision=precision)
+    )
     assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
     assert float((reduced - exact).abs().mean()) < 0.02
     assert objective_value(lite0, objective, reduced) > objective_value(lite0, objective, image)
@@ -293,7 +316,10 @@ def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision)
 
 def test_dream_params_read_the_precision():
     assert engine.DreamParams.from_settings(defaults("dream")).precision == "float32"
-    assert engine.DreamParams.from_settings(defaults("dream", precision="bfloat16")).precision == "bfloat16"
+    assert (
+        engine.DreamParams.from_settings(defaults("dream", precision="bfloat16")).precision
+        == "bfloat16"
+    )
 
 
 class LoudModel:
@@ -310,10 +336,14 @@ class LoudModel:
 
 def test_a_float16_step_that_overflows_is_redone_in_float32(image):
     model, objective = LoudModel(), objectives.parse(["loud"])
-    with torch.autocast("cpu", dtype=torch.float16):  # the overflow is real: float16 alone gives inf
+    with torch.autocast(
+        "cpu", dtype=torch.float16
+    ):  # the overflow is real: float16 alone gives inf
         leaf = image.detach().requires_grad_(True)
         activations = model.activations(leaf, ["loud"])
-    raw = torch.autograd.grad(objective({"loud": activations["loud"].float()}) * activations["loud"].numel(), leaf)[0]
+    raw = torch.autograd.grad(
+        objective({"loud": activations["loud"].float()}) * activations["loud"].numel(), leaf
+    )[0]
     assert not torch.isfinite(raw).all()
     gradient = engine.objective_gradient(model, objective, image, "float16")
     assert torch.equal(gradient, engine.objective_gradient(model, objective, image))

@@ -23,7 +23,13 @@ def test_frame_name_rejects_numbers_below_one():
 
 def test_natural_key_puts_img2_before_img10():
     names = ["img10.png", "img2.png", "img1.png", "IMG3.png", "img100.png"]
-    assert sorted(names, key=natural_key) == ["img1.png", "img2.png", "IMG3.png", "img10.png", "img100.png"]
+    assert sorted(names, key=natural_key) == [
+        "img1.png",
+        "img2.png",
+        "IMG3.png",
+        "img10.png",
+        "img100.png",
+    ]
 
 
 def test_natural_key_compares_several_numbers_in_a_name():

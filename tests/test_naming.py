@@ -1,5 +1,4 @@
 from dreamflow import naming
-
 from helpers import defaults
 
 
@@ -22,7 +21,9 @@ def test_dream_filename_encodes_the_parameters():
 
 
 def test_dream_filename_marks_noise_guide_and_tiles_and_stays_safe():
-    settings = defaults("dream", layers=["block10:5"], start="noise", guide="guides/my flower.jpg", tile_size=512)
+    settings = defaults(
+        "dream", layers=["block10:5"], start="noise", guide="guides/my flower.jpg", tile_size=512
+    )
     name = naming.dream_filename("a b", settings, suffix=".jpg")
     assert name.endswith("_noise_guide-my-flower_tile512.jpg")
     assert " " not in name and "/" not in name

@@ -7,7 +7,6 @@ import pytest
 from dreamflow.errors import DreamflowError
 from dreamflow.job import JobSettings
 from dreamflow.plan import Plan, dream_threads, job_shell_prefix
-
 from helpers import solid_image
 
 
@@ -20,7 +19,10 @@ def media(tmp_path):
 
 def plan_of(media, cores=4, **sections):
     config = {
-        "inputs": {"clip": {"path": str(media / "clip.mp4")}, "cat": {"path": str(media / "cat.png")}},
+        "inputs": {
+            "clip": {"path": str(media / "clip.mp4")},
+            "cat": {"path": str(media / "cat.png")},
+        },
         **sections,
     }
     return Plan(config, cores=cores)
@@ -69,7 +71,11 @@ def test_a_zoom_chains_its_frames_and_needs_the_still_only_for_the_first(media):
     assert [cat.needs_raw_frame(n) for n in (1, 2)] == [True, False]
     assert cat.previous(12) == 11
     assert cat.result == "results/cat/cat.mp4"
-    assert JobSettings.from_text(cat.job_settings).zoom == {"frames": 12, "factor": 1.05, "angle": 0}
+    assert JobSettings.from_text(cat.job_settings).zoom == {
+        "frames": 12,
+        "factor": 1.05,
+        "angle": 0,
+    }
 
 
 def test_job_settings_hold_what_dreams_need_and_not_encode_settings(media):

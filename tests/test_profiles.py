@@ -1,4 +1,5 @@
-"""The Snakemake profiles under profiles/: real Snakemake options, and the two SLURM profiles in sync.
+"""The Snakemake profiles under profiles/: real Snakemake options, and the two SLURM profiles in
+sync.
 
 Fast, no cluster: each profile is read by Snakemake's own argument parser, which rejects a key that
 is not one of its options (or of an installed plugin's, such as the SLURM executor) and a value of
@@ -40,5 +41,8 @@ def test_slurm_apptainer_is_slurm_plus_the_apptainer_keys():
 def test_slurm_profiles_request_a_gpu_for_the_dream_rules_only():
     for name in ("slurm", "slurm-apptainer"):
         resources = profile(name)["set-resources"]
-        assert {rule for rule, values in resources.items() if values.get("gpu")} == {"dream_frame", "sweep_layer"}
+        assert {rule for rule, values in resources.items() if values.get("gpu")} == {
+            "dream_frame",
+            "sweep_layer",
+        }
         assert "gpu" not in profile(name)["default-resources"]

@@ -15,8 +15,15 @@ def test_no_schedule_gives_the_default_terms_on_every_frame():
 
 def test_cycle_uses_item_k_minus_1_modulo_n_like_deepdreamvideo_customloop():
     cycle = {"mode": "cycle", "layers": ["inception4c", "inception5b", "inception4c:97"]}
-    assert frames(cycle, 7) == [["inception4c"], ["inception5b"], ["inception4c:97"],
-                                ["inception4c"], ["inception5b"], ["inception4c:97"], ["inception4c"]]
+    assert frames(cycle, 7) == [
+        ["inception4c"],
+        ["inception5b"],
+        ["inception4c:97"],
+        ["inception4c"],
+        ["inception5b"],
+        ["inception4c:97"],
+        ["inception4c"],
+    ]
 
 
 def test_segments_hold_each_item_for_every_frames_then_cycle():
@@ -45,17 +52,23 @@ def test_all_term_lists_lists_every_item_once_per_position():
     assert schedule.all_term_lists(None, DEFAULT) == [DEFAULT]
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"mode": "bounce", "layers": ["a"]}, "unknown layer schedule mode 'bounce'"),
-    ({"layers": ["a"]}, "unknown layer schedule mode None"),
-    ({"mode": "cycle", "layers": []}, "non-empty list"),
-    ({"mode": "cycle"}, "non-empty list"),
-    ({"mode": "cycle", "layers": "a"}, "non-empty list"),
-    ({"mode": "cycle", "layers": ["a", []]}, "empty list of terms"),
-    ({"mode": "segments", "layers": ["a"], "every": 0}, "'every' must be an integer of at least 1"),
-    ({"mode": "segments", "layers": ["a"], "every": 2.5}, "'every' must be an integer"),
-    (["a", "b"], "a layer schedule is a mapping"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"mode": "bounce", "layers": ["a"]}, "unknown layer schedule mode 'bounce'"),
+        ({"layers": ["a"]}, "unknown layer schedule mode None"),
+        ({"mode": "cycle", "layers": []}, "non-empty list"),
+        ({"mode": "cycle"}, "non-empty list"),
+        ({"mode": "cycle", "layers": "a"}, "non-empty list"),
+        ({"mode": "cycle", "layers": ["a", []]}, "empty list of terms"),
+        (
+            {"mode": "segments", "layers": ["a"], "every": 0},
+            "'every' must be an integer of at least 1",
+        ),
+        ({"mode": "segments", "layers": ["a"], "every": 2.5}, "'every' must be an integer"),
+        (["a", "b"], "a layer schedule is a mapping"),
+    ],
+)
 def test_bad_schedules_are_value_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         schedule.layers_for_frame(bad, 1, DEFAULT)

@@ -28,8 +28,21 @@ def test_layer_schedule_and_blend_modes_are_the_ones_the_code_runs():
         assert 0.0 <= blend.blend_factor({**settings, "mode": mode}, 5) <= 1.0
 
 
-TERMS = ["block4", "block4:3", "layer1.2", "mixed_6a:12", "block4:", ":3", "block4:x", "a b",
-         "block-4", "block4:3:1", "", "block4 ", "block4:03"]
+TERMS = [
+    "block4",
+    "block4:3",
+    "layer1.2",
+    "mixed_6a:12",
+    "block4:",
+    ":3",
+    "block4:x",
+    "a b",
+    "block-4",
+    "block4:3:1",
+    "",
+    "block4 ",
+    "block4:03",
+]
 
 
 @pytest.mark.parametrize("term", TERMS)

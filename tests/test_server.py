@@ -17,8 +17,7 @@ import pytest
 from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
 from dreamflow.job import settings_text
-from dreamflow.serving import client, paths, protocol
-
+from dreamflow.serving import paths, protocol
 from helpers import defaults, pattern_array
 
 IDLE = 2  # seconds a test server waits for work before it exits
@@ -26,18 +25,40 @@ TINY = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"], "devic
 
 
 def job_settings(blend_mode="none", **dream):
-    return settings_text({"dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
-                          "blend": defaults("blend", mode=blend_mode, factor=0.5), "zoom": None,
-                          "jpg_quality": 95})
+    return settings_text(
+        {
+            "dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
+            "blend": defaults("blend", mode=blend_mode, factor=0.5),
+            "zoom": None,
+            "jpg_quality": 95,
+        }
+    )
 
 
-def dream_frame(cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True):
-    command = [sys.executable, "-m", "dreamflow", "dream-frame", "--frame", str(frame), "--number", str(number),
-               "--settings", settings or job_settings(), "--threads", str(threads), "-o", str(output)]
+def dream_frame(
+    cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True
+):
+    command = [
+        sys.executable,
+        "-m",
+        "dreamflow",
+        "dream-frame",
+        "--frame",
+        str(frame),
+        "--number",
+        str(number),
+        "--settings",
+        settings or job_settings(),
+        "--threads",
+        str(threads),
+        "-o",
+        str(output),
+    ]
     if previous:
         command += ["--previous", str(previous)]
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     return finish(process) if wait else process
 
 
@@ -47,7 +68,7 @@ def finish(process):
 
 
 def status(cwd, env):
-    return client.ping(paths.server_paths(cwd=str(cwd), env=env).socket)
+    return protocol.ping(paths.server_paths(cwd=str(cwd), env=env).socket)
 
 
 def is_dreamflow_server(pid):
@@ -90,16 +111,24 @@ def server_dir(tmp_path):
 
 @pytest.fixture
 def env(server_dir):
-    values = {**os.environ, "DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": str(IDLE)}
+    values = {
+        **os.environ,
+        "DREAMFLOW_SERVER_DIR": str(server_dir),
+        "DREAMFLOW_SERVER_IDLE": str(IDLE),
+    }
     values.pop("DREAMFLOW_SERVER", None)
     return values
 
 
 def dreamed_by_server(result):
-    """The pid of the server that the client's one log line names (and that line is all it wrote)."""
-    line, = result.stderr.splitlines()
-    match = re.fullmatch(rf"dreamflow: dreamed by the model server: pid (\d+), python {re.escape(sys.executable)}, "
-                         rf"host {re.escape(socket.gethostname())}", line)
+    """The pid of the server that the client's one log line names (and that line is all it
+    wrote)."""
+    (line,) = result.stderr.splitlines()
+    match = re.fullmatch(
+        rf"dreamflow: dreamed by the model server: pid (\d+), python {re.escape(sys.executable)}, "
+        rf"host {re.escape(socket.gethostname())}",
+        line,
+    )
     assert match, line
     return int(match.group(1))
 
@@ -117,13 +146,25 @@ def frames(tmp_path_factory):
 def in_process(tmp_path_factory, frames):
     """Frames dreamed with the server off, once per module: what every server result must equal."""
     directory = tmp_path_factory.mktemp("in-process")
-    env = {**os.environ, "DREAMFLOW_SERVER": "off", "DREAMFLOW_SERVER_DIR": str(directory / "servers")}
+    env = {
+        **os.environ,
+        "DREAMFLOW_SERVER": "off",
+        "DREAMFLOW_SERVER_DIR": str(directory / "servers"),
+    }
     cache = {}
 
     def reference(name, frame, number=1, previous=None, settings=None, threads=1):
         if name not in cache:
-            result = dream_frame(directory, env, frames / frame, directory / f"{name}.png", number,
-                                 previous and cache[previous], settings, threads)
+            result = dream_frame(
+                directory,
+                env,
+                frames / frame,
+                directory / f"{name}.png",
+                number,
+                previous and cache[previous],
+                settings,
+                threads,
+            )
             assert result.returncode == 0, result.stderr
             assert result.stderr.startswith("dreamflow: dreamed in-process: pid "), result.stderr
             cache[name] = directory / f"{name}.png"
@@ -133,9 +174,12 @@ def in_process(tmp_path_factory, frames):
     assert not (directory / "servers").exists()  # off means no server, nor even its directory
 
 
-def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle(tmp_path, env, frames,
-                                                                                  in_process):
-    expected = in_process("plain", "1.png")  # first: a server waits only IDLE seconds for the next request
+def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle(
+    tmp_path, env, frames, in_process
+):
+    expected = in_process(
+        "plain", "1.png"
+    )  # first: a server waits only IDLE seconds for the next request
     assert status(tmp_path, env) is None
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
     assert result.returncode == 0, result.stderr
@@ -145,8 +189,10 @@ def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle
     assert (tmp_path / "a.png").read_bytes() == expected
 
     # two at once, as Snakemake runs them: the same server, both right
-    processes = [dream_frame(tmp_path, env, frames / "1.png", tmp_path / f"b{n}.png", wait=False)
-                 for n in (1, 2)]
+    processes = [
+        dream_frame(tmp_path, env, frames / "1.png", tmp_path / f"b{n}.png", wait=False)
+        for n in (1, 2)
+    ]
     for process in processes:
         result = finish(process)
         assert result.returncode == 0, result.stderr
@@ -157,7 +203,9 @@ def test_first_request_starts_a_server_the_next_reuse_it_and_it_leaves_when_idle
     assert again["served"] == 3
 
     socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
-    wait_until(lambda: not os.path.exists(socket_path), IDLE + 10, "the idle server to remove its socket")
+    wait_until(
+        lambda: not os.path.exists(socket_path), IDLE + 10, "the idle server to remove its socket"
+    )
     wait_until(lambda: not is_dreamflow_server(first["pid"]), 10, "the idle server to exit")
     assert status(tmp_path, env) is None
 
@@ -174,13 +222,27 @@ def test_a_killed_server_is_restarted_by_the_next_request(tmp_path, env, frames,
     assert (tmp_path / "b.png").read_bytes() == in_process("plain", "1.png")
 
 
-def test_server_and_in_process_give_the_same_bytes_also_for_a_blended_frame(tmp_path, env, frames, in_process):
+def test_server_and_in_process_give_the_same_bytes_also_for_a_blended_frame(
+    tmp_path, env, frames, in_process
+):
     blend = job_settings("constant")
-    expected = [in_process("blend-1", "1.png", settings=blend),
-                in_process("blend-2", "2.png", number=2, previous="blend-1", settings=blend)]
-    assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "1.png", settings=blend).returncode == 0
-    result = dream_frame(tmp_path, env, frames / "2.png", tmp_path / "2.png", number=2,
-                         previous=tmp_path / "1.png", settings=blend)
+    expected = [
+        in_process("blend-1", "1.png", settings=blend),
+        in_process("blend-2", "2.png", number=2, previous="blend-1", settings=blend),
+    ]
+    assert (
+        dream_frame(tmp_path, env, frames / "1.png", tmp_path / "1.png", settings=blend).returncode
+        == 0
+    )
+    result = dream_frame(
+        tmp_path,
+        env,
+        frames / "2.png",
+        tmp_path / "2.png",
+        number=2,
+        previous=tmp_path / "1.png",
+        settings=blend,
+    )
     assert result.returncode == 0, result.stderr
     assert status(tmp_path, env)["served"] == 2  # both went through the server
     assert [(tmp_path / f"{n}.png").read_bytes() for n in (1, 2)] == expected
@@ -188,20 +250,36 @@ def test_server_and_in_process_give_the_same_bytes_also_for_a_blended_frame(tmp_
 
 
 def test_concurrent_requests_with_different_thread_counts_each_give_their_in_process_bytes(
-        tmp_path, env, frames, in_process):
-    # big enough to overlap: dreams with different thread counts running at once change each other's bytes
+    tmp_path, env, frames, in_process
+):
+    # big enough to overlap: dreams with different thread counts running at once change each other's
+    # bytes
     settings = job_settings(octaves=2, iterations=6, jitter=16, layers=["block10"])
-    expected = {threads: in_process(f"large-{threads}", "large.png", settings=settings, threads=threads)
-                for threads in (1, 2)}
+    expected = {
+        threads: in_process(f"large-{threads}", "large.png", settings=settings, threads=threads)
+        for threads in (1, 2)
+    }
     jobs = [(1, "a"), (2, "a"), (1, "b"), (2, "b")]
-    processes = [dream_frame(tmp_path, env, frames / "large.png", tmp_path / f"{threads}{name}.png",
-                             settings=settings, threads=threads, wait=False) for threads, name in jobs]
+    processes = [
+        dream_frame(
+            tmp_path,
+            env,
+            frames / "large.png",
+            tmp_path / f"{threads}{name}.png",
+            settings=settings,
+            threads=threads,
+            wait=False,
+        )
+        for threads, name in jobs
+    ]
     for process in processes:
         result = finish(process)
         assert result.returncode == 0, result.stderr
     assert status(tmp_path, env)["served"] == 4
     for threads, name in jobs:
-        assert (tmp_path / f"{threads}{name}.png").read_bytes() == expected[threads], f"{threads}{name}"
+        assert (tmp_path / f"{threads}{name}.png").read_bytes() == expected[threads], (
+            f"{threads}{name}"
+        )
 
 
 def test_two_working_directories_get_two_servers(tmp_path, env, frames, in_process):
@@ -209,7 +287,9 @@ def test_two_working_directories_get_two_servers(tmp_path, env, frames, in_proce
     processes = []
     for directory in directories:
         directory.mkdir()
-        processes.append(dream_frame(directory, env, frames / "1.png", "out/a.png", wait=False))  # relative
+        processes.append(
+            dream_frame(directory, env, frames / "1.png", "out/a.png", wait=False)
+        )  # relative
     for process in processes:
         result = finish(process)
         assert result.returncode == 0, result.stderr
@@ -220,13 +300,20 @@ def test_two_working_directories_get_two_servers(tmp_path, env, frames, in_proce
         assert (directory / "out" / "a.png").read_bytes() == in_process("plain", "1.png")
 
 
-def test_a_server_killed_mid_request_leaves_no_partial_frame_and_the_client_retries(tmp_path, env, frames,
-                                                                                    in_process):
-    settings = job_settings(octaves=3, iterations=30, jitter=16, layers=["block10"])  # a few seconds
+def test_a_server_killed_mid_request_leaves_no_partial_frame_and_the_client_retries(
+    tmp_path, env, frames, in_process
+):
+    settings = job_settings(
+        octaves=3, iterations=30, jitter=16, layers=["block10"]
+    )  # a few seconds
     expected = in_process("large", "large.png", settings=settings)
     output = tmp_path / "out" / "large.png"
-    process = dream_frame(tmp_path, env, frames / "large.png", output, settings=settings, wait=False)
-    server = wait_until(lambda: (s := status(tmp_path, env)) and s["dreaming"] and s, 120, "the dream to start")
+    process = dream_frame(
+        tmp_path, env, frames / "large.png", output, settings=settings, wait=False
+    )
+    server = wait_until(
+        lambda: (s := status(tmp_path, env)) and s["dreaming"] and s, 120, "the dream to start"
+    )
     time.sleep(0.5)
     os.kill(server["pid"], signal.SIGKILL)
     wait_until(lambda: not is_dreamflow_server(server["pid"]), 10, "the killed server to die")
@@ -247,8 +334,13 @@ def test_a_server_killed_mid_request_leaves_no_partial_frame_and_the_client_retr
 def test_a_user_error_comes_back_through_the_server_as_one_line(tmp_path, env, frames):
     assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png").returncode == 0
     server = status(tmp_path, env)
-    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "bad.png",
-                         settings=job_settings(layers=["block4:999"]))
+    result = dream_frame(
+        tmp_path,
+        env,
+        frames / "1.png",
+        tmp_path / "bad.png",
+        settings=job_settings(layers=["block4:999"]),
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
@@ -257,12 +349,19 @@ def test_a_user_error_comes_back_through_the_server_as_one_line(tmp_path, env, f
     assert not (tmp_path / "bad.png").exists()
     assert status(tmp_path, env)["pid"] == server["pid"]  # the server lives on
 
-    off = dream_frame(tmp_path, {**env, "DREAMFLOW_SERVER": "off"}, frames / "1.png", tmp_path / "bad.png",
-                      settings=job_settings(layers=["block4:999"]))
+    off = dream_frame(
+        tmp_path,
+        {**env, "DREAMFLOW_SERVER": "off"},
+        frames / "1.png",
+        tmp_path / "bad.png",
+        settings=job_settings(layers=["block4:999"]),
+    )
     assert (off.returncode, off.stderr) == (1, result.stderr)
 
 
-def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(tmp_path, env, frames, in_process):
+def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(
+    tmp_path, env, frames, in_process
+):
     (tmp_path / "a-file").write_text("not a directory\n")
     env = {**env, "DREAMFLOW_SERVER_DIR": str(tmp_path / "a-file" / "servers")}
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
@@ -272,12 +371,16 @@ def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(tmp_p
     assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
 
 
-def test_falls_back_to_in_process_when_the_server_exits_at_start(tmp_path, env, server_dir, frames, in_process):
+def test_falls_back_to_in_process_when_the_server_exits_at_start(
+    tmp_path, env, server_dir, frames, in_process
+):
     # the client passes its environment to the server it starts: this makes that server exit at once
     site = tmp_path / "site"
     site.mkdir()
     # os._exit: a SystemExit while Python imports site is a fatal error (status 1)
-    (site / "sitecustomize.py").write_text("import os, sys\nif 'serve' in sys.argv:\n    os._exit(3)\n")
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\nif 'serve' in sys.argv:\n    os._exit(3)\n"
+    )
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))}
     started = time.monotonic()
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
@@ -303,30 +406,48 @@ def test_a_loaded_model_is_reused_only_for_the_same_settings_threads_and_files(t
 
 
 def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_lives_on(
-        tmp_path, env, frames, in_process):
+    tmp_path, env, frames, in_process
+):
     from dreamflow.job import FrameJob, JobSettings
 
     command = [sys.executable, "-m", "dreamflow", "serve"]  # by hand: this directory's socket
-    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        pid = wait_until(lambda: (s := status(tmp_path, env)) and s["pid"], 30,
-                         "the server to answer")
+        pid = wait_until(
+            lambda: (s := status(tmp_path, env)) and s["pid"], 30, "the server to answer"
+        )
         assert pid == server.pid
         socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
-        job = FrameJob(1, str(tmp_path / "bad.png"), JobSettings.from_text(job_settings()), 1,
-                       frame=str(frames / "1.png")).to_message()
+        job = FrameJob(
+            1,
+            str(tmp_path / "bad.png"),
+            JobSettings.from_text(job_settings()),
+            1,
+            frame=str(frames / "1.png"),
+        ).to_message()
         settings = job["settings"]
-        cases = [({**job, "number": 0}, "'number'"),
-                 ({**job, "colour": "red"}, "unknown fields colour"),
-                 ({key: value for key, value in job.items() if key != "output"},
-                  "missing fields output"),
-                 ({**job, "settings": {**settings, "dream": {**settings["dream"], "octaves": 0}}},
-                  "config key dream.octaves"),
-                 ({**job, "settings": {**settings, "blend": {**settings["blend"], "mode": "fade"}}},
-                  "config key blend.mode"),
-                 ({**job, "settings": {**settings, "zoom": {"frames": 3, "factor": -1}}},
-                  "config key zoom.factor")]
+        cases = [
+            ({**job, "number": 0}, "'number'"),
+            ({**job, "colour": "red"}, "unknown fields colour"),
+            (
+                {key: value for key, value in job.items() if key != "output"},
+                "missing fields output",
+            ),
+            (
+                {**job, "settings": {**settings, "dream": {**settings["dream"], "octaves": 0}}},
+                "config key dream.octaves",
+            ),
+            (
+                {**job, "settings": {**settings, "blend": {**settings["blend"], "mode": "fade"}}},
+                "config key blend.mode",
+            ),
+            (
+                {**job, "settings": {**settings, "zoom": {"frames": 3, "factor": -1}}},
+                "config key zoom.factor",
+            ),
+        ]
         for message, expected in cases:
             request = {"op": "dream", "cwd": str(tmp_path), "job": message}
             reply = protocol.exchange(socket_path, request, 60)
@@ -336,10 +457,11 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
         assert not (tmp_path / "bad.png").exists()
 
         # through the command line too: one line, no fallback, from the same server
-        result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "bad.png",
-                             settings=job_settings(octaves=0))
+        result = dream_frame(
+            tmp_path, env, frames / "1.png", tmp_path / "bad.png", settings=job_settings(octaves=0)
+        )
         assert result.returncode == 1
-        line, = result.stderr.splitlines()
+        (line,) = result.stderr.splitlines()
         assert line.startswith("dreamflow: error: config key dream.octaves: 0 is less than"), line
         assert status(tmp_path, env)["pid"] == pid
 
@@ -348,8 +470,9 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
         assert dreamed_by_server(result) == pid
         assert (tmp_path / "good.png").read_bytes() == in_process("plain", "1.png")
 
-        stopped = subprocess.run(command + ["--stop"], cwd=tmp_path, env=env, capture_output=True,
-                                 text=True)
+        stopped = subprocess.run(
+            command + ["--stop"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout)["pid"] == pid
         assert server.wait(timeout=30) == 0
@@ -360,9 +483,11 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
 
 
 def test_the_client_imports_no_torch_numpy_pil_yaml_or_jsonschema():
-    code = ("import sys; from dreamflow.serving import client; from dreamflow import job; "
-            "print(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('torch', 'numpy', 'PIL', 'yaml', 'jsonschema')))")
+    code = (
+        "import sys; from dreamflow.serving import client; from dreamflow import job; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('torch', 'numpy', 'PIL', 'yaml', 'jsonschema')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

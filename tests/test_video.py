@@ -9,9 +9,17 @@ import pytest
 from dreamflow import video
 from dreamflow.errors import DreamflowError
 from dreamflow.images import read_rgb
-
-from helpers import (VIDEO_FPS, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, defaults, ffprobe_streams,
-                     make_audio, make_video, solid_image)
+from helpers import (
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    VIDEO_HEIGHT,
+    VIDEO_WIDTH,
+    defaults,
+    ffprobe_streams,
+    make_audio,
+    make_video,
+    solid_image,
+)
 
 ENCODE = defaults("encode", preset="ultrafast")
 
@@ -67,7 +75,12 @@ def test_probe_of_a_folder_lists_images_in_natural_order(tmp_path):
     probed = video.probe(str(tmp_path))
     assert probed["kind"] == "folder"
     assert [os.path.basename(f) for f in probed["files"]] == ["img1.png", "img2.png", "img10.png"]
-    assert (probed["frame_count"], probed["fps"], probed["width"], probed["height"]) == (3, "25", 20, 10)
+    assert (probed["frame_count"], probed["fps"], probed["width"], probed["height"]) == (
+        3,
+        "25",
+        20,
+        10,
+    )
 
 
 def test_probe_without_ffprobe_says_ffprobe_not_found(clip, monkeypatch, tmp_path):
@@ -93,7 +106,7 @@ def test_extract_frame_range_with_width_gives_those_source_frames_scaled(clip_pr
     assert sorted(os.listdir(part)) == ["000001.png", "000002.png", "000003.png"]
     extracted, sources = frames_of(part), frames_of(every)[1:4]
     assert all(frame.shape == (18, 32, 3) for frame in extracted)
-    for frame, source in zip(extracted, sources):
+    for frame, source in zip(extracted, sources, strict=True):
         np.testing.assert_array_equal(frame, source)
 
 
@@ -102,8 +115,10 @@ def test_extract_time_range_gives_the_frames_of_that_span(clip_probe, tmp_path):
     video.extract(clip_probe, defaults("frames"), str(every))
     part = tmp_path / "part"
     # at 6 fps, 0.2 s lies in frame 2 and 0.5 s is the (exclusive) start of frame 4
-    assert video.extract(clip_probe, defaults("frames", start_time=0.2, end_time=0.5), str(part)) == 2
-    for frame, source in zip(frames_of(part), frames_of(every)[1:3]):
+    assert (
+        video.extract(clip_probe, defaults("frames", start_time=0.2, end_time=0.5), str(part)) == 2
+    )
+    for frame, source in zip(frames_of(part), frames_of(every)[1:3], strict=True):
         np.testing.assert_array_equal(frame, source)
 
 
@@ -150,7 +165,9 @@ def test_extract_image_folder_range(tmp_path):
     for number in range(1, 6):
         solid_image(source / f"img{number}.png", (number * 40, 0, 0), size=(16, 16))
     out = tmp_path / "frames"
-    assert video.extract(video.probe(str(source)), defaults("frames", start=2, end=3), str(out)) == 2
+    assert (
+        video.extract(video.probe(str(source)), defaults("frames", start=2, end=3), str(out)) == 2
+    )
     assert [int(frame[0, 0, 0]) for frame in frames_of(out)] == [80, 120]
 
 
@@ -214,7 +231,13 @@ def test_encode_of_odd_sized_frames_crops_to_even_sides(tmp_path):
     settings = defaults("frames")
     probed = video.probe(image)
     video.extract(probed, settings, str(tmp_path / "frames"))
-    video.encode(probed, settings, ENCODE, [str(tmp_path / "frames" / "000001.png")], str(tmp_path / "out.mp4"))
+    video.encode(
+        probed,
+        settings,
+        ENCODE,
+        [str(tmp_path / "frames" / "000001.png")],
+        str(tmp_path / "out.mp4"),
+    )
     picture = stream(ffprobe_streams(tmp_path / "out.mp4"), "video")
     assert (picture["width"], picture["height"], int(picture["nb_read_frames"])) == (32, 20, 1)
 
@@ -225,10 +248,25 @@ def test_write_probe_writes_json(clip, tmp_path):
 
 
 def test_a_rotated_phone_video_is_probed_and_extracted_upright(clip, tmp_path):
-    """A 90-degree display matrix (as phones write) swaps width and height; frames come out upright."""
+    """A 90-degree display matrix (as phones write) swaps width and height; frames come out
+    upright."""
     rotated = tmp_path / "rotated.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", clip, "-c", "copy", "-metadata:s:v", "rotate=90",
-                    str(rotated)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            clip,
+            "-c",
+            "copy",
+            "-metadata:s:v",
+            "rotate=90",
+            str(rotated),
+        ],
+        check=True,
+    )
     probed = video.probe(str(rotated))
     assert probed["rotation"] in (90, 270)
     assert (probed["width"], probed["height"]) == (VIDEO_HEIGHT, VIDEO_WIDTH)

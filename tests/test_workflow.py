@@ -59,7 +59,9 @@ def _dag_edges(flow, frames=6):
     # forcing only the dream jobs keeps the finished checkpoint, so every frame job is in the DAG
     result = flow.run("--dag", "--forcerun", "dream_frame")
     assert result.returncode == 0, result.output
-    labels = dict(re.findall(r'^\s*(\d+)\[label = "dream_frame\\n[^"]*?frame: (\d+)', result.stdout, re.M))
+    labels = dict(
+        re.findall(r'^\s*(\d+)\[label = "dream_frame\\n[^"]*?frame: (\d+)', result.stdout, re.M)
+    )
     assert len(labels) == frames, result.stdout
     edges = set(re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M))
     return {(int(labels[a]), int(labels[b])) for a, b in edges if a in labels and b in labels}
@@ -171,6 +173,7 @@ def test_per_input_override_changes_only_that_input(project):
 
 # --- errors: one clear line, non-zero exit, nothing left looking complete ---
 
+
 def _assert_clean_failure(flow, result, message):
     assert result.returncode != 0
     assert message in result.output, result.output
@@ -182,11 +185,15 @@ def _assert_clean_failure(flow, result, message):
 def test_missing_input_stops_before_any_job(project):
     project.write_config(tiny_config("nowhere.mp4"))
     result = project.run()
-    _assert_clean_failure(project, result, "config key inputs.tiny.path: input not found: nowhere.mp4")
+    _assert_clean_failure(
+        project, result, "config key inputs.tiny.path: input not found: nowhere.mp4"
+    )
     assert "Finished jobid" not in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file, so unreadable cannot be staged")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root can read a chmod 000 file, so unreadable cannot be staged"
+)
 def test_unreadable_input_is_reported(project):
     make_video(project.path("locked.mp4"))
     os.chmod(project.path("locked.mp4"), 0)
@@ -206,25 +213,35 @@ def test_a_video_with_zero_frames(project):
     # a valid y4m header announcing a 64x36 stream, followed by no frames
     project.path("empty.y4m").write_bytes(b"YUV4MPEG2 W64 H36 F6:1 Ip A1:1 C420jpeg\n")
     project.write_config(tiny_config("empty.y4m"))
-    _assert_clean_failure(project, project.run(), "dreamflow: error: video has no frames: empty.y4m")
+    _assert_clean_failure(
+        project, project.run(), "dreamflow: error: video has no frames: empty.y4m"
+    )
 
 
 def test_missing_ffmpeg_is_named(project, tiny_video):
     project.write_config(tiny_config(tiny_video))
-    result = project.run(env={"DREAMFLOW_FFPROBE": "no-such-ffprobe", "DREAMFLOW_FFMPEG": "no-such-ffmpeg"})
-    _assert_clean_failure(project, result, "ffprobe not found (looked for 'no-such-ffprobe'): install ffmpeg")
+    result = project.run(
+        env={"DREAMFLOW_FFPROBE": "no-such-ffprobe", "DREAMFLOW_FFMPEG": "no-such-ffmpeg"}
+    )
+    _assert_clean_failure(
+        project, result, "ffprobe not found (looked for 'no-such-ffprobe'): install ffmpeg"
+    )
 
 
 def test_unknown_model_is_a_config_error(project, tiny_video):
     project.write_config(tiny_config(tiny_video, dream={"model": "alexnet"}))
     result = project.run()
-    _assert_clean_failure(project, result, "config key dream.model: 'alexnet' is not allowed; allowed values:")
+    _assert_clean_failure(
+        project, result, "config key dream.model: 'alexnet' is not allowed; allowed values:"
+    )
 
 
 def test_unknown_layer_lists_close_matches(project, tiny_video):
     project.write_config(tiny_config(tiny_video, dream={"layers": ["blok4"]}))
     result = project.run()
-    _assert_clean_failure(project, result, "unknown layer 'blok4' for model efficientnet_lite0 (close matches: block4")
+    _assert_clean_failure(
+        project, result, "unknown layer 'blok4' for model efficientnet_lite0 (close matches: block4"
+    )
 
 
 def test_typo_in_a_key_suggests_the_right_one(project, tiny_video):
@@ -236,10 +253,13 @@ def test_typo_in_a_key_suggests_the_right_one(project, tiny_video):
 
 def test_out_of_range_value_names_the_key(project, tiny_video):
     project.write_config(tiny_config(tiny_video, encode={"crf": 99}))
-    _assert_clean_failure(project, project.run(), "config key encode.crf: 99 is greater than the maximum of 51")
+    _assert_clean_failure(
+        project, project.run(), "config key encode.crf: 99 is greater than the maximum of 51"
+    )
 
 
 # --- single images: zoom animations and layer sweeps ---
+
 
 def test_zoom_from_a_still_chains_n_frames(project):
     Image.new("RGB", (48, 32), (120, 80, 40)).save(project.path("still.png"))
@@ -257,7 +277,10 @@ def test_zoom_from_a_still_chains_n_frames(project):
 def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
     Image.new("RGB", (48, 32), (120, 80, 40)).save(project.path("still.png"))
     config = tiny_config("still.png")
-    config["inputs"]["tiny"]["sweep"] = {"layers": ["block2", "block4:3", ["block3", "block5"]], "columns": 2}
+    config["inputs"]["tiny"]["sweep"] = {
+        "layers": ["block2", "block4:3", ["block3", "block5"]],
+        "columns": 2,
+    }
     project.write_config(config)
     result = project.run()
     assert result.returncode == 0, result.output
@@ -269,16 +292,33 @@ def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
 
     # `dreamflow sweep` is the same sweep: the same files, byte for byte
     tiny = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
-    command = [sys.executable, "-m", "dreamflow", "sweep", "still.png", "-o", "by-hand",
-               "--layers", "block2", "block4:3", "block3+block5", "--columns", "2", "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "dreamflow",
+        "sweep",
+        "still.png",
+        "-o",
+        "by-hand",
+        "--layers",
+        "block2",
+        "block4:3",
+        "block3+block5",
+        "--columns",
+        "2",
+        "--threads",
+        "1",
+    ]
     subprocess.run(command + tiny, cwd=project.path(), check=True, capture_output=True)
     by_hand = project.path("by-hand")
     assert sorted(os.listdir(by_hand / "sweep")) == names
     for name in names:
         assert (by_hand / "sweep" / name).read_bytes() == (
-            project.path("results", "tiny", "sweep", name).read_bytes())
+            project.path("results", "tiny", "sweep", name).read_bytes()
+        )
     assert (by_hand / "still_sweep.png").read_bytes() == (
-        project.path("results", "tiny", "tiny_sweep.png").read_bytes())
+        project.path("results", "tiny", "tiny_sweep.png").read_bytes()
+    )
 
 
 def flow_images_differ(folder, names):
@@ -290,13 +330,18 @@ def test_zoom_on_a_video_is_a_config_error(project, tiny_video):
     config = tiny_config(tiny_video)
     config["inputs"]["tiny"]["zoom"] = {"frames": 3}
     project.write_config(config)
-    _assert_clean_failure(project, project.run(), "config key inputs.tiny.zoom: needs a single image as path")
+    _assert_clean_failure(
+        project, project.run(), "config key inputs.tiny.zoom: needs a single image as path"
+    )
 
 
 # --- torchvision weights: fetched into the torch cache by a local rule, only read by dream jobs ---
 
+
 def test_fetch_models_plans_one_local_fetch_per_missing_weights_file(project, tiny_video):
-    project.write_config(tiny_config(tiny_video, dream={"model": "googlenet", "layers": ["inception3a"]}))
+    project.write_config(
+        tiny_config(tiny_video, dream={"model": "googlenet", "layers": ["inception3a"]})
+    )
     cache = project.path("torch")
     result = project.run("--dry-run", "fetch_models", env={"TORCH_HOME": str(cache)})
     assert result.returncode == 0, result.output
@@ -311,13 +356,29 @@ def test_googlenet_dreams_from_weights_already_in_the_cache(project):
     import torch
     import torchvision
 
-    torch.save(torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict(),
-               project.path("googlenet.pth"))
+    torch.save(
+        torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict(),
+        project.path("googlenet.pth"),
+    )
     env = {"TORCH_HOME": str(project.path("torch"))}
-    subprocess.run([sys.executable, "-m", "dreamflow", "fetch-models", "--model", "googlenet",
-                    "--from", str(project.path("googlenet.pth"))], check=True, env={**os.environ, **env})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dreamflow",
+            "fetch-models",
+            "--model",
+            "googlenet",
+            "--from",
+            str(project.path("googlenet.pth")),
+        ],
+        check=True,
+        env={**os.environ, **env},
+    )
     Image.new("RGB", (64, 48), (120, 80, 40)).save(project.path("still.png"))
-    project.write_config(tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]}))
+    project.write_config(
+        tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]})
+    )
     result = project.run(env=env)
     assert result.returncode == 0, result.output
     assert project.finished(result, "fetch_model") == 0
@@ -326,10 +387,13 @@ def test_googlenet_dreams_from_weights_already_in_the_cache(project):
 
 @pytest.mark.parametrize("blend, threads", [({"mode": "none"}, {1}), ({"mode": "constant"}, {2})])
 def test_auto_dream_threads_give_a_chain_every_core_and_independent_frames_one_each(
-        finished_plain, tmp_path, blend, threads):
+    finished_plain, tmp_path, blend, threads
+):
     flow = copy_workflow(finished_plain, tmp_path / "copy")
     config = flow.read_config()
-    flow.write_config({**config, "blend": blend, "resources": {**config["resources"], "dream_threads": "auto"}})
+    flow.write_config(
+        {**config, "blend": blend, "resources": {**config["resources"], "dream_threads": "auto"}}
+    )
     result = flow.run("--dry-run", "--printshellcmds", "--forcerun", "dream_frame")  # --cores 2
     assert result.returncode == 0, result.output
     used = re.findall(r"dreamflow dream-frame .* --threads (\d+) ", result.output)

@@ -50,15 +50,25 @@ def measure_one_step(height, width, tile_size, threads):
 
 
 def run_case(height, width, tile_size, threads):
-    command = [sys.executable, __file__, "--child", str(height), str(width), str(tile_size or 0),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(height),
+        str(width),
+        str(tile_size or 0),
+        "--threads",
+        str(threads),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def print_table(rows):
-    header = (f"{'size':>10}  {'tiling':>8}  {'model loaded MiB':>16}  {'peak RSS MiB':>12}  {'seconds':>8}  "
-              f"{'peak tiled/untiled':>18}")
+    header = (
+        f"{'size':>10}  {'tiling':>8}  {'model loaded MiB':>16}  {'peak RSS MiB':>12}  "
+        f"{'seconds':>8}  {'peak tiled/untiled':>18}"
+    )
     print(header)
     print("-" * len(header))
     untiled_peak = {}
@@ -68,16 +78,26 @@ def print_table(rows):
             untiled_peak[size] = measured["peak_mib"]
             ratio = ""
         else:
-            ratio = f"{measured['peak_mib'] / untiled_peak[size]:.2f}" if size in untiled_peak else "?"
+            ratio = (
+                f"{measured['peak_mib'] / untiled_peak[size]:.2f}" if size in untiled_peak else "?"
+            )
         tiling = "off" if tile_size is None else str(tile_size)
-        print(f"{size:>10}  {tiling:>8}  {measured['loaded_mib']:>16.0f}  {measured['peak_mib']:>12.0f}  "
-              f"{measured['seconds']:>8.1f}  {ratio:>18}", flush=True)
+        print(
+            f"{size:>10}  {tiling:>8}  {measured['loaded_mib']:>16.0f}  "
+            f"{measured['peak_mib']:>12.0f}  {measured['seconds']:>8.1f}  {ratio:>18}",
+            flush=True,
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=3, type=int, metavar=("HEIGHT", "WIDTH", "TILE"),
-                        help="internal: measure one case in this process (TILE 0 = no tiling)")
+    parser.add_argument(
+        "--child",
+        nargs=3,
+        type=int,
+        metavar=("HEIGHT", "WIDTH", "TILE"),
+        help="internal: measure one case in this process (TILE 0 = no tiling)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.child:
@@ -87,9 +107,16 @@ def main():
     rows = []
     for size in SIZES:
         for tile_size in TILE_SIZES:
-            print(f"measuring {size[1]}x{size[0]}, tiling {tile_size or 'off'} ...", file=sys.stderr, flush=True)
+            print(
+                f"measuring {size[1]}x{size[0]}, tiling {tile_size or 'off'} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append((size, tile_size, run_case(*size, tile_size, args.threads)))
-    print(f"one dream step (octaves 1, iterations 1), efficientnet_lite0 {LAYER}, {args.threads} threads")
+    print(
+        f"one dream step (octaves 1, iterations 1), efficientnet_lite0 {LAYER}, "
+        f"{args.threads} threads"
+    )
     print_table(rows)
 
 

@@ -1,4 +1,5 @@
-"""Shared parts of the integration tier: real Podman and a real SLURM cluster, brought up for the session.
+"""Shared parts of the integration tier: real Podman and a real SLURM cluster, brought up for the
+session.
 
 Every test here carries the `integration` marker. A test whose tool is not installed is skipped with
 the command that installs it, unless DREAMFLOW_REQUIRE_INTEGRATION=1 (CI sets it): then a missing
@@ -17,15 +18,28 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("DREAMFLOW_REQUIRE_INTEGRATION") == "1"
 
-# Podman reads its settings from here (runc, ulimits this VM allows), never from the machine's config
+# Podman reads its settings from here (runc, ulimits this VM allows), never from the machine's
+# config
 CONTAINERS_CONF = Path(__file__).with_name("containers.conf")
-BASE_IMAGE = "localhost/dreamflow-base:bookworm"  # made by setup-podman.sh: no registry is reachable
+BASE_IMAGE = (
+    "localhost/dreamflow-base:bookworm"  # made by setup-podman.sh: no registry is reachable
+)
 IMAGE = "localhost/dreamflow:test"
-# The build's pip reaches the index only with the host's CA bundle (TLS is intercepted here) and finds
-# torch in the local wheel folders that the host's pip configuration names; each is mounted read-only
-# into the build when it exists, so containers/Dockerfile itself stays a plain public build.
-BUILD_MOUNTS = [(path, path) for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/xdg/pip",
-                                          "/opt/wheels", "/opt/pypi", "/opt/pypi-more")]
+# The build's pip reaches the index only with the host's CA bundle (TLS is intercepted here) and
+# finds torch in the local wheel folders that the host's pip configuration names; each is mounted
+# read-only into the build when it exists, so containers/Dockerfile itself stays a plain public
+# build.
+BUILD_MOUNTS = [
+    (path, path)
+    for path in (
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pip.conf",
+        "/etc/xdg/pip",
+        "/opt/wheels",
+        "/opt/pypi",
+        "/opt/pypi-more",
+    )
+]
 BUILD_MOUNTS.append((str(Path.home() / ".config" / "pip"), "/root/.config/pip"))
 
 # figures for the end-of-run summary (build wall time, image size)
@@ -40,14 +54,21 @@ def unavailable(reason):
 
 
 def podman_env(env=None):
-    """`env` (default: this process's environment) with CONTAINERS_CONF set to the tests' settings."""
+    """`env` (default: this process's environment) with CONTAINERS_CONF set to the tests'
+    settings."""
     return {**(os.environ if env is None else env), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
 def run_podman(*args, timeout=600, check=False):
     """Run `podman args...` with the tests' settings; output captured as text."""
-    return subprocess.run(["podman", *map(str, args)], env=podman_env(), capture_output=True, text=True,
-                          timeout=timeout, check=check)
+    return subprocess.run(
+        ["podman", *map(str, args)],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +89,25 @@ def dreamflow_image(podman):
     Built every session, as CI does from nothing: Podman's layer cache makes a rebuild after
     source-only changes take seconds, and the tests never run an image older than the checkout.
     """
-    mounts = [f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)]
+    mounts = [
+        f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)
+    ]
     start = time.monotonic()
-    result = podman("build", f"--build-arg=BASE_IMAGE={BASE_IMAGE}", *mounts, "--file",
-                    REPO / "containers" / "Dockerfile", "--tag", IMAGE, REPO, timeout=3600)
+    result = podman(
+        "build",
+        f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
+        *mounts,
+        "--file",
+        REPO / "containers" / "Dockerfile",
+        "--tag",
+        IMAGE,
+        REPO,
+        timeout=3600,
+    )
     seconds = time.monotonic() - start
-    assert result.returncode == 0, f"podman build failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"podman build failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    )
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE, check=True).stdout)
     SUMMARY.append(f"{IMAGE}: podman build {seconds:.0f} s, image size {size / 1e9:.2f} GB")
     return IMAGE
@@ -85,9 +119,15 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def project_copy(destination):
-    """The checkout's files (tracked, plus new ones not ignored), without .venv, work/ or results/."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    """The checkout's files (tracked, plus new ones not ignored), without .venv, work/ or
+    results/."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.split("\0")):
         source = REPO / name
         if source.is_file():  # a tracked file deleted in the working tree is skipped
@@ -97,7 +137,16 @@ def project_copy(destination):
 
 
 SLURM_CLUSTER = Path(__file__).with_name("slurm_cluster.sh")
-SLURM_TOOLS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct", "sacctmgr"]
+SLURM_TOOLS = [
+    "munged",
+    "mariadbd",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+]
 
 
 @pytest.fixture(scope="session")
@@ -115,10 +164,16 @@ def slurm_env(tmp_path_factory):
     if os.geteuid() != 0:
         unavailable("the test SLURM cluster runs its daemons as root")
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "DREAMFLOW_SLURM_DIR": str(state), "SLURM_CONF": str(state / "etc" / "slurm.conf")}
+    env = {
+        **os.environ,
+        "DREAMFLOW_SLURM_DIR": str(state),
+        "SLURM_CONF": str(state / "etc" / "slurm.conf"),
+    }
     start = time.monotonic()
     try:
-        up = subprocess.run(["bash", SLURM_CLUSTER, "up"], env=env, capture_output=True, text=True, timeout=300)
+        up = subprocess.run(
+            ["bash", SLURM_CLUSTER, "up"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert up.returncode == 0, f"the SLURM cluster did not come up:\n{up.stdout}\n{up.stderr}"
         SUMMARY.append(f"SLURM cluster up in {time.monotonic() - start:.0f} s")
         yield env

@@ -32,13 +32,21 @@ pytestmark = pytest.mark.integration
 
 ADAPTERS = REPO / "tests" / "adapters"
 LABEL = "apptainer-test-adapter=1"
-DREAMER = re.compile(r"^dreamflow: dreamed by the model server: pid (\d+), python (\S+), host (\S+)$", re.MULTILINE)
+DREAMER = re.compile(
+    r"^dreamflow: dreamed by the model server: pid (\d+), python (\S+), host (\S+)$", re.MULTILINE
+)
 FRAMES = 6  # of the demo's 30, at half its width: a blend chain of several jobs, cheap on 2 cores
 
 
 def image_virtualenv(podman, image):
-    lines = podman("image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image,
-                   check=True).stdout.splitlines()
+    lines = podman(
+        "image",
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        image,
+        check=True,
+    ).stdout.splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)["VIRTUAL_ENV"]
 
 
@@ -50,13 +58,16 @@ def write_random_googlenet(torch_home):
 
     target = Path(torch_home) / "hub" / "checkpoints" / Path(weights_cache_file("googlenet")).name
     target.parent.mkdir(parents=True)
-    state = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
+    state = torchvision.models.googlenet(
+        weights=None, aux_logits=True, init_weights=False
+    ).state_dict()
     torch.save(state, target)
     return target
 
 
 def profile_apptainer_args(env):
-    """The apptainer-args of profiles/slurm-apptainer, with $VARIABLES expanded as Snakemake does."""
+    """The apptainer-args of profiles/slurm-apptainer, with $VARIABLES expanded as Snakemake
+    does."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm-apptainer" / "config.yaml").read_text())
     return string.Template(profile["apptainer-args"]).substitute(env)
 
@@ -66,7 +77,8 @@ def adapter_containers(podman):
 
 
 def stop_servers(server_dir, podman, timeout=60):
-    """Ask every model server in `server_dir` to leave, then wait until their containers have ended."""
+    """Ask every model server in `server_dir` to leave, then wait until their containers have
+    ended."""
     for sock in Path(server_dir).glob("*.sock"):
         client.stop(str(sock))
     deadline = time.monotonic() + timeout
@@ -84,7 +96,8 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
     dream of the demo photo, every job in the image through `snakemake --sdm apptainer`, with the
     apptainer-args of profiles/slurm-apptainer (--nv, and the binds of /tmp, which holds the socket
     directory, and of the torch cache) plus --contain: Apptainer's default binds of /tmp, /var/tmp
-    and $HOME are then gone, and only the profile's binds bring in the socket directory and the cache."""
+    and $HOME are then gone, and only the profile's binds bring in the socket directory and the
+    cache."""
     root = tmp_path_factory.mktemp("apptainer")
     project = project_copy(root / "project")
     server_dir = root / "server"  # under /tmp, as the profile requires
@@ -93,31 +106,79 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
     torch_home = Path(tempfile.mkdtemp(prefix="dreamflow-test-torch-", dir="/var/tmp"))
     try:
         write_random_googlenet(torch_home)
-        (project / "test-config.yaml").write_text(yaml.safe_dump({"inputs": {
-            "demo": {"path": "workflow/resources/demo/demo.mp4", "frames": {"end": FRAMES, "width": 160},
-                     "dream": {"iterations": 5}},
-            "cat": {"path": "workflow/resources/demo/chelsea.jpg", "frames": {"width": 96},
-                    "dream": {"model": "googlenet", "layers": ["inception3b"], "octaves": 1, "iterations": 2}}}}))
+        (project / "test-config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "inputs": {
+                        "demo": {
+                            "path": "workflow/resources/demo/demo.mp4",
+                            "frames": {"end": FRAMES, "width": 160},
+                            "dream": {"iterations": 5},
+                        },
+                        "cat": {
+                            "path": "workflow/resources/demo/chelsea.jpg",
+                            "frames": {"width": 96},
+                            "dream": {
+                                "model": "googlenet",
+                                "layers": ["inception3b"],
+                                "octaves": 1,
+                                "iterations": 2,
+                            },
+                        },
+                    }
+                }
+            )
+        )
         # a long idle time: the servers stay until the test has listed their files, then
         # stop_servers stops them
-        env = podman_env({**os.environ, "PATH": f"{ADAPTERS}{os.pathsep}{os.environ['PATH']}",
-                          "DREAMFLOW_SERVER_DIR": str(server_dir), "TORCH_HOME": str(torch_home),
-                          "DREAMFLOW_SERVER_IDLE": "60"})
+        env = podman_env(
+            {
+                **os.environ,
+                "PATH": f"{ADAPTERS}{os.pathsep}{os.environ['PATH']}",
+                "DREAMFLOW_SERVER_DIR": str(server_dir),
+                "TORCH_HOME": str(torch_home),
+                "DREAMFLOW_SERVER_IDLE": "60",
+            }
+        )
         apptainer_args = "--contain " + profile_apptainer_args(env)
-        command = [sys.executable, "-m", "snakemake", "--cores", "2", "--sdm", "apptainer",
-                   "--apptainer-args", apptainer_args, "--configfile", "test-config.yaml",
-                   "--config", f"container=docker://{dreamflow_image}"]
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--sdm",
+            "apptainer",
+            "--apptainer-args",
+            apptainer_args,
+            "--configfile",
+            "test-config.yaml",
+            "--config",
+            f"container=docker://{dreamflow_image}",
+        ]
         start = time.monotonic()
         try:
-            result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=900)
+            result = subprocess.run(
+                command, cwd=project, env=env, capture_output=True, text=True, timeout=900
+            )
             seconds = time.monotonic() - start
-            server_files = sorted(path.name for path in server_dir.iterdir())  # before the servers leave
+            server_files = sorted(
+                path.name for path in server_dir.iterdir()
+            )  # before the servers leave
         finally:
             left = stop_servers(server_dir, podman)
         assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-        SUMMARY.append(f"per-rule containers (snakemake --sdm apptainer, test adapter): {seconds:.0f} s")
-        yield {"project": project, "output": result.stdout + result.stderr, "server_dir": server_dir,
-               "server_files": server_files, "left": left, "apptainer_args": apptainer_args}
+        SUMMARY.append(
+            f"per-rule containers (snakemake --sdm apptainer, test adapter): {seconds:.0f} s"
+        )
+        yield {
+            "project": project,
+            "output": result.stdout + result.stderr,
+            "server_dir": server_dir,
+            "server_files": server_files,
+            "left": left,
+            "apptainer_args": apptainer_args,
+        }
     finally:
         shutil.rmtree(torch_home)
 
@@ -127,7 +188,9 @@ def dreamers(project):
     found = {}
     for log in sorted(project.glob("work/*/logs/dream/*.log")):
         lines = DREAMER.findall(log.read_text())
-        assert len(lines) == 1, f"{log}: no single 'dreamed by the model server' line:\n{log.read_text()}"
+        assert len(lines) == 1, (
+            f"{log}: no single 'dreamed by the model server' line:\n{log.read_text()}"
+        )
         found[log] = (int(lines[0][0]), lines[0][1], lines[0][2])
     return found
 
@@ -141,15 +204,21 @@ def test_every_job_ran_in_the_image_and_made_the_results(container_run):
     assert len(list((project / "work/demo/dreamed").glob("*.png"))) == FRAMES
     assert (project / "results/demo/demo.mp4").stat().st_size > 0
     assert (project / "results/cat/cat.png").stat().st_size > 0
-    assert (project / ".snakemake/singularity").is_dir()  # Snakemake pulled the docker:// image (a marker)
+    assert (
+        project / ".snakemake/singularity"
+    ).is_dir()  # Snakemake pulled the docker:// image (a marker)
 
 
-def test_frames_were_dreamed_by_a_server_running_the_images_python(container_run, podman, dreamflow_image):
+def test_frames_were_dreamed_by_a_server_running_the_images_python(
+    container_run, podman, dreamflow_image
+):
     venv = image_virtualenv(podman, dreamflow_image)
     found = dreamers(container_run["project"])
     assert len(found) == FRAMES + 1  # the demo's frames and the photo
-    for log, (pid, python, host) in found.items():
-        assert python.startswith(f"{venv}/bin/python"), f"{log}: dreamed by {python}, not the image's Python"
+    for log, (_pid, python, host) in found.items():
+        assert python.startswith(f"{venv}/bin/python"), (
+            f"{log}: dreamed by {python}, not the image's Python"
+        )
         assert python != sys.executable
         assert host == socket.gethostname()  # Apptainer shares the host's name
     pids = [pid for pid, _, _ in found.values()]
@@ -179,5 +248,7 @@ def test_the_profiles_gpu_flag_is_reported_as_not_emulated(container_run):
 
 
 def test_no_container_is_left_behind(container_run, podman):
-    assert container_run["left"] == [], "containers still running after the servers were asked to stop"
+    assert container_run["left"] == [], (
+        "containers still running after the servers were asked to stop"
+    )
     assert adapter_containers(podman) == []

@@ -26,7 +26,9 @@ from .conftest import REPO, SUMMARY, project_copy
 
 pytestmark = pytest.mark.integration
 
-FRAMES = 6  # of the demo's 30: each SLURM job costs 6-8 s of Snakemake start-up on this 2-core machine
+FRAMES = (
+    6  # of the demo's 30: each SLURM job costs 6-8 s of Snakemake start-up on this 2-core machine
+)
 # over the shipped config.yaml; a tiny dream, as what is tested here is the cluster, not the dream
 DEMO = {"blend": {"mode": "none"}, "frames": {"end": FRAMES}, "dream": TINY_DREAM}
 RUN_TIMEOUT = 600
@@ -38,8 +40,13 @@ def slurm_profile(directory):
     profile["default-resources"].update(slurm_partition="debug", slurm_account="dreamflow-test")
     for rule in ("dream_frame", "sweep_layer"):
         profile["set-resources"][rule]["gpu"] = 0
-    profile.update({"slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 1,
-                    "retries": 0})
+    profile.update(
+        {
+            "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 1,
+            "retries": 0,
+        }
+    )
     directory.mkdir()
     (directory / "config.yaml").write_text(yaml.safe_dump(profile))
     return directory
@@ -47,7 +54,9 @@ def slurm_profile(directory):
 
 def cancel_all_jobs(env):
     """The test cluster is ours alone: nothing of a failed or timed-out run may stay queued."""
-    jobs = subprocess.run(["squeue", "--noheader", "--format=%A"], env=env, capture_output=True, text=True)
+    jobs = subprocess.run(
+        ["squeue", "--noheader", "--format=%A"], env=env, capture_output=True, text=True
+    )
     if jobs.stdout.split():
         subprocess.run(["scancel", *jobs.stdout.split()], env=env)
 
@@ -57,15 +66,28 @@ def run_on_slurm(project, profile, env, config):
     returns the result with .output and .seconds."""
     overrides = project / "test-overrides.yaml"
     overrides.write_text(yaml.safe_dump(config))
-    # the jobs run `dreamflow` and Snakemake from this virtualenv (sbatch --export=ALL passes PATH on);
-    # the model server outlives the few seconds between two frames of a group, each its own job step
-    env = {**env, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}",
-           "DREAMFLOW_SERVER_IDLE": "30"}
-    command = [sys.executable, "-m", "snakemake", "--profile", str(profile), "--configfile", str(overrides)]
+    # the jobs run `dreamflow` and Snakemake from this virtualenv (sbatch --export=ALL passes PATH
+    # on); the model server outlives the few seconds between two frames of a group, each its own job
+    # step
+    env = {
+        **env,
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}",
+        "DREAMFLOW_SERVER_IDLE": "30",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(profile),
+        "--configfile",
+        str(overrides),
+    ]
     start = time.monotonic()
     try:
-        result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
-                                timeout=RUN_TIMEOUT)
+        result = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
     finally:
         cancel_all_jobs(env)
     result.output = result.stdout + result.stderr
@@ -80,9 +102,21 @@ def slurm_jobs(result, env):
     the job's comment."""
     run_id = re.search(r"SLURM run ID: (\S+)", result.output)
     assert run_id, f"no SLURM run ID in Snakemake's output:\n{result.output[-3000:]}"
-    sacct = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations", "--starttime=now-1days",
-                            f"--name={run_id.group(1)}", "--format=State,Comment"],
-                           env=env, capture_output=True, text=True, check=True)
+    sacct = subprocess.run(
+        [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            "--starttime=now-1days",
+            f"--name={run_id.group(1)}",
+            "--format=State,Comment",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [tuple(line.split("|", 1)) for line in sacct.stdout.splitlines()]
 
 
@@ -117,16 +151,23 @@ def test_one_model_server_dreams_every_frame_of_the_group(demo_on_slurm):
     project, _, result = demo_on_slurm
     assert result.returncode == 0, result.output[-8000:]
     logs = [log.read_text() for log in sorted((project / "work/demo/logs/dream").glob("*.log"))]
-    servers = {match for log in logs for match in re.findall(r"dreamed by the model server: pid (\d+)", log)}
+    servers = {
+        match
+        for log in logs
+        for match in re.findall(r"dreamed by the model server: pid (\d+)", log)
+    }
     assert len(logs) == FRAMES and len(servers) == 1, logs  # one torch import and model load
 
 
 def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_path):
-    """A weights file that is not a state dict: only the dream jobs see it, and they fail at once."""
+    """A weights file that is not a state dict: only the dream jobs see it, and they fail at
+    once."""
     project, profile, _ = demo_on_slurm
     broken = tmp_path / "broken.pt"
     broken.write_text("not a state dict")
-    result = run_on_slurm(project, profile, slurm_env, {**DEMO, "dream": {**TINY_DREAM, "weights": str(broken)}})
+    result = run_on_slurm(
+        project, profile, slurm_env, {**DEMO, "dream": {**TINY_DREAM, "weights": str(broken)}}
+    )
     SUMMARY.append(f"SLURM failing run: {result.seconds:.0f} s")
     assert result.returncode != 0, result.output[-8000:]
     assert re.search(r"Error in group \S*dream", result.output), result.output[-8000:]
@@ -137,23 +178,39 @@ def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_
 
 
 def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
-    """What the README recommends for long blend or zoom chains: the workflow itself is one batch job
-    (sbatch runs snakemake on the node, the frames run there as local jobs through one model server),
-    so no per-frame submission and no frame groups are needed."""
+    """What the README recommends for long blend or zoom chains: the workflow itself is one batch
+    job (sbatch runs snakemake on the node, the frames run there as local jobs through one model
+    server), so no per-frame submission and no frame groups are needed."""
     project = project_copy(tmp_path / "project")
     (project / "test-overrides.yaml").write_text(
-        yaml.safe_dump({**DEMO, "blend": {"mode": "constant", "factor": 0.5}}))
+        yaml.safe_dump({**DEMO, "blend": {"mode": "constant", "factor": 0.5}})
+    )
     script = tmp_path / "dreamflow-job.sh"
-    script.write_text('#!/bin/bash\nexec "$DREAMFLOW_PYTHON" -m snakemake --cores "$SLURM_CPUS_PER_TASK" '
-                      "--configfile test-overrides.yaml\n")
+    script.write_text(
+        '#!/bin/bash\nexec "$DREAMFLOW_PYTHON" -m snakemake --cores "$SLURM_CPUS_PER_TASK" '
+        "--configfile test-overrides.yaml\n"
+    )
     env = {**slurm_env, "DREAMFLOW_PYTHON": sys.executable}
     start = time.monotonic()
     try:
         submitted = subprocess.run(
-            ["sbatch", "--wait", "--parsable", "--partition=debug", "--account=dreamflow-test",
-             "--cpus-per-task=2", "--job-name=dreamflow-whole", f"--chdir={project}",
-             f"--output={tmp_path / 'job.log'}", str(script)],
-            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+            [
+                "sbatch",
+                "--wait",
+                "--parsable",
+                "--partition=debug",
+                "--account=dreamflow-test",
+                "--cpus-per-task=2",
+                "--job-name=dreamflow-whole",
+                f"--chdir={project}",
+                f"--output={tmp_path / 'job.log'}",
+                str(script),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
     finally:
         cancel_all_jobs(env)
     SUMMARY.append(f"SLURM one-allocation blended run: {time.monotonic() - start:.0f} s")
@@ -161,7 +218,18 @@ def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
     assert submitted.returncode == 0, submitted.stderr + log[-8000:]
     assert (project / "results/demo/demo.mp4").stat().st_size > 0
     assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
-    sacct = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                            f"--jobs={submitted.stdout.strip().split(';')[0]}", "--format=JobName,State"],
-                           env=env, capture_output=True, text=True, check=True)
+    sacct = subprocess.run(
+        [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            f"--jobs={submitted.stdout.strip().split(';')[0]}",
+            "--format=JobName,State",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert sacct.stdout.split() == ["dreamflow-whole|COMPLETED"]

@@ -8,7 +8,8 @@ import random
 
 
 def blend_factor(settings, frame_number):
-    """f for 1-based `frame_number` under blend `settings` (mode, factor, low, high, period, seed)."""
+    """f for 1-based `frame_number` under blend `settings` (mode, factor, low, high, period,
+    seed)."""
     mode = settings["mode"]
     if mode == "none" or frame_number <= 1:
         return 0.0

@@ -1,4 +1,5 @@
-"""The `dreamflow` command: a thin layer over the package, used by the workflow's rules and by people.
+"""The `dreamflow` command: a thin layer over the package, used by the workflow's rules and by
+people.
 
 Errors a user can fix are printed as one line, without a traceback, with exit status 1.
 """
@@ -37,7 +38,9 @@ def cmd_probe(args):
 def cmd_extract(args):
     from . import video
 
-    count = video.extract(_read_json(args.probe), _settings(args.settings), args.output, args.threads)
+    count = video.extract(
+        _read_json(args.probe), _settings(args.settings), args.output, args.threads
+    )
     print(f"extracted {count} frames to {args.output}", file=sys.stderr)
 
 
@@ -45,13 +48,20 @@ def _frame_job(args):
     from .job import FrameJob, JobSettings, default_threads
 
     settings = JobSettings.from_text(args.settings)
-    return FrameJob(args.number, args.output, settings, args.threads or default_threads(),
-                    frame=args.frame, previous=args.previous)
+    return FrameJob(
+        args.number,
+        args.output,
+        settings,
+        args.threads or default_threads(),
+        frame=args.frame,
+        previous=args.previous,
+    )
 
 
 def cmd_dream_frame(args):
-    """Hand the frame to this node's model server (see dreamflow.serving); dream in-process without one."""
-    from .serving import client
+    """Hand the frame to this node's model server (see dreamflow.serving); dream in-process without
+    one."""
+    from .serving import client, protocol
 
     job = _frame_job(args)
     if client.request_dream(job):
@@ -59,19 +69,18 @@ def cmd_dream_frame(args):
     from .dreamstep import dream_in_process
 
     dream_in_process(job)
-    print(f"dreamflow: dreamed in-process: {client.dreamer_identity()}", file=sys.stderr)
+    print(f"dreamflow: dreamed in-process: {protocol.dreamer_identity()}", file=sys.stderr)
 
 
 def cmd_serve(args):
-    from .serving import client, paths
-    from .serving.protocol import Unavailable
+    from .serving import client, paths, protocol
 
     socket_path = args.socket
     if socket_path is None:
         server_paths = paths.server_paths()
         socket_path = server_paths.socket
     if args.status or args.stop:
-        status = client.ping(socket_path)
+        status = protocol.ping(socket_path)
         if status is None:
             raise DreamflowError(f"no model server for this directory (socket {socket_path})")
         if args.stop:
@@ -81,7 +90,7 @@ def cmd_serve(args):
     if args.socket is None:
         try:
             paths.prepare_dir(server_paths)
-        except Unavailable as error:
+        except protocol.Unavailable as error:
             raise DreamflowError(str(error)) from None
     if args.models is not None and args.models < 1:
         raise DreamflowError(f"--models: {args.models} is below 1")
@@ -97,12 +106,20 @@ def cmd_encode(args):
 
     settings = _settings(args.settings)
     suffix = "." + settings["frames"]["format"]
-    frame_paths = [os.path.join(args.frames_dir, frame_name(n) + suffix) for n in range(1, args.count + 1)]
+    frame_paths = [
+        os.path.join(args.frames_dir, frame_name(n) + suffix) for n in range(1, args.count + 1)
+    ]
     missing = [p for p in frame_paths if not os.path.isfile(p)]
     if missing:
         raise DreamflowError(f"{len(missing)} dreamed frames are missing, first: {missing[0]}")
-    video.encode(_read_json(args.probe), settings["frames"], settings["encode"], frame_paths,
-                 args.output, args.threads)
+    video.encode(
+        _read_json(args.probe),
+        settings["frames"],
+        settings["encode"],
+        frame_paths,
+        args.output,
+        args.threads,
+    )
 
 
 def _dream_settings(args, extra_layers=()):
@@ -128,7 +145,8 @@ def _dream_settings(args, extra_layers=()):
 
 
 def _start_array(args):
-    """The image to dream: the input image (optionally resized) or, without one, a grey canvas for noise."""
+    """The image to dream: the input image (optionally resized) or, without one, a grey canvas for
+    noise."""
     import numpy as np
     from PIL import Image
 
@@ -148,12 +166,14 @@ def _start_array(args):
 
 
 def _image_stem(args):
-    """The input's name without folder and suffix ('noise' without an input): starts output names."""
+    """The input's name without folder and suffix ('noise' without an input): starts output
+    names."""
     return os.path.splitext(os.path.basename(args.image))[0] if args.image else "noise"
 
 
 def _output_path(args, dream_settings):
-    """-o FILE is used as given; -o DIR (or a path ending in /) gets a name that encodes the settings."""
+    """-o FILE is used as given; -o DIR (or a path ending in /) gets a name that encodes the
+    settings."""
     from .naming import dream_filename
 
     if args.output.endswith(os.sep) or os.path.isdir(args.output):
@@ -203,7 +223,10 @@ def cmd_contact_sheet(args):
 
     if len(args.labels) != len(args.images):
         raise DreamflowError(f"{len(args.images)} images but {len(args.labels)} labels")
-    write_rgb(contact_sheet([read_rgb(path) for path in args.images], args.labels, args.columns), args.output)
+    write_rgb(
+        contact_sheet([read_rgb(path) for path in args.images], args.labels, args.columns),
+        args.output,
+    )
 
 
 def cmd_layers(args):
@@ -220,7 +243,9 @@ def _size(text):
     """HxW, e.g. 224x224, as (height, width)."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels, e.g. 224x224, not '{text}'")
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH in pixels, e.g. 224x224, not '{text}'"
+        )
     return int(parts[0]), int(parts[1])
 
 
@@ -229,15 +254,19 @@ def cmd_fetch_models(args):
 
     names = []
     for name in args.model:
-        for model in (TORCHVISION_MODELS if name == "all" else [name]):
+        for model in TORCHVISION_MODELS if name == "all" else [name]:
             if model not in names:
                 names.append(model)
     unknown = [name for name in names if name not in MODELS]
     if unknown:
-        raise DreamflowError(f"unknown model '{unknown[0]}'; available models: {', '.join(sorted(MODELS))}, "
-                             "or all (every torchvision model)")
+        raise DreamflowError(
+            f"unknown model '{unknown[0]}'; available models: {', '.join(sorted(MODELS))}, "
+            "or all (every torchvision model)"
+        )
     if (args.source or args.url) and len(names) > 1:
-        raise DreamflowError("--from and --url give the weights of one model: name exactly one --model")
+        raise DreamflowError(
+            "--from and --url give the weights of one model: name exactly one --model"
+        )
     for model in names:
         fetch_weights(model, url=args.url, source=args.source)
 
@@ -274,7 +303,9 @@ def _add_dream_options(parser, layers=True):
         else:
             kind = next(SCHEMA_TYPES[k] for k in kinds if k in SCHEMA_TYPES)
             parser.add_argument(option, dest=key, type=kind, help=help_text)
-    parser.add_argument("--size", type=_size, metavar="HxW", help="noise size when no image is given")
+    parser.add_argument(
+        "--size", type=_size, metavar="HxW", help="noise size when no image is given"
+    )
     parser.add_argument("--width", type=int, help="resize the input to this width first")
     parser.add_argument("--threads", type=int, default=None)
 
@@ -284,10 +315,14 @@ def build_parser(command=None):
     schema) are added only to the commands that take them: dream-frame runs once per frame, and
     reading the schema would add the YAML and jsonschema imports to every frame job."""
     with_dream_options = command in (None, "dream", "sweep")
-    parser = argparse.ArgumentParser(prog="dreamflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dreamflow", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    probe = commands.add_parser("probe", help="describe an input (video, image folder or image) as JSON")
+    probe = commands.add_parser(
+        "probe", help="describe an input (video, image folder or image) as JSON"
+    )
     probe.add_argument("input")
     probe.add_argument("-o", "--output", required=True)
     probe.set_defaults(run=cmd_probe)
@@ -299,29 +334,48 @@ def build_parser(command=None):
     extract.add_argument("-o", "--output", required=True, help="folder to create")
     extract.set_defaults(run=cmd_extract)
 
-    frame = commands.add_parser("dream-frame", help="dream one frame of a sequence (used by the workflow)")
+    frame = commands.add_parser(
+        "dream-frame", help="dream one frame of a sequence (used by the workflow)"
+    )
     frame.add_argument("--frame", help="the raw frame; absent for zoom frames after the first")
     frame.add_argument("--number", type=int, required=True, help="1-based frame number")
-    frame.add_argument("--previous", help="dreamed frame N-1, blended in or zoomed when those are on")
-    frame.add_argument("--settings", required=True,
-                       help='JSON: {"dream": ..., "blend": ..., "zoom": ..., "jpg_quality": ...}')
+    frame.add_argument(
+        "--previous", help="dreamed frame N-1, blended in or zoomed when those are on"
+    )
+    frame.add_argument(
+        "--settings",
+        required=True,
+        help='JSON: {"dream": ..., "blend": ..., "zoom": ..., "jpg_quality": ...}',
+    )
     frame.add_argument("--threads", type=int, default=None)
     frame.add_argument("-o", "--output", required=True)
     frame.set_defaults(run=cmd_dream_frame)
 
     serve = commands.add_parser(
-        "serve", help="run the model server of this directory in the foreground (dream-frame starts one "
-                      "by itself), or show or stop it")
-    serve.add_argument("--idle", type=float, help="seconds without requests before it exits "
-                                                  "(default: $DREAMFLOW_SERVER_IDLE or 10)")
-    serve.add_argument("--status", action="store_true", help="print the running server's status as JSON")
-    serve.add_argument("--stop", action="store_true", help="ask the running server to exit once idle")
-    serve.add_argument("--socket", help="this socket instead of this directory's (dream-frame starts "
-                                        "servers so)")
+        "serve",
+        help="run the model server of this directory in the foreground (dream-frame starts one "
+        "by itself), or show or stop it",
+    )
+    serve.add_argument(
+        "--idle",
+        type=float,
+        help="seconds without requests before it exits (default: $DREAMFLOW_SERVER_IDLE or 10)",
+    )
+    serve.add_argument(
+        "--status", action="store_true", help="print the running server's status as JSON"
+    )
+    serve.add_argument(
+        "--stop", action="store_true", help="ask the running server to exit once idle"
+    )
+    serve.add_argument(
+        "--socket", help="this socket instead of this directory's (dream-frame starts servers so)"
+    )
     serve.add_argument("--models", type=int, help="loaded models kept (default: 2)")
     serve.set_defaults(run=cmd_serve)
 
-    encode = commands.add_parser("encode", help="encode dreamed frames into a video with the source audio")
+    encode = commands.add_parser(
+        "encode", help="encode dreamed frames into a video with the source audio"
+    )
     encode.add_argument("--probe", required=True)
     encode.add_argument("--settings", required=True, help='JSON: {"frames": ..., "encode": ...}')
     encode.add_argument("--frames-dir", required=True)
@@ -331,18 +385,36 @@ def build_parser(command=None):
     encode.set_defaults(run=cmd_encode)
 
     single = commands.add_parser("dream", help="dream a single image (or noise)")
-    single.add_argument("image", nargs="?", help="input image; omit it with --start noise --size HxW")
-    single.add_argument("-o", "--output", required=True,
-                        help="output file, or a folder: then the file name encodes the settings")
+    single.add_argument(
+        "image", nargs="?", help="input image; omit it with --start noise --size HxW"
+    )
+    single.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file, or a folder: then the file name encodes the settings",
+    )
     if with_dream_options:
         _add_dream_options(single)
     single.set_defaults(run=cmd_dream)
 
-    sweep = commands.add_parser("sweep", help="dream an image once per layer and make a labelled contact sheet")
-    sweep.add_argument("image", nargs="?", help="input image; omit it with --start noise --size HxW")
-    sweep.add_argument("-o", "--output", required=True, help="folder for the images and the contact sheet")
-    sweep.add_argument("--layers", dest="sweep_layers", nargs="+", required=True, metavar="ITEM",
-                       help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3")
+    sweep = commands.add_parser(
+        "sweep", help="dream an image once per layer and make a labelled contact sheet"
+    )
+    sweep.add_argument(
+        "image", nargs="?", help="input image; omit it with --start noise --size HxW"
+    )
+    sweep.add_argument(
+        "-o", "--output", required=True, help="folder for the images and the contact sheet"
+    )
+    sweep.add_argument(
+        "--layers",
+        dest="sweep_layers",
+        nargs="+",
+        required=True,
+        metavar="ITEM",
+        help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
+    )
     sweep.add_argument("--columns", type=int, default=3, help="images per row of the contact sheet")
     if with_dream_options:
         _add_dream_options(sweep, layers=False)
@@ -355,21 +427,40 @@ def build_parser(command=None):
     sheet.add_argument("-o", "--output", required=True)
     sheet.set_defaults(run=cmd_contact_sheet)
 
-    layers = commands.add_parser("layers", help="list a model's layers with their output shapes (C x H x W)")
+    layers = commands.add_parser(
+        "layers", help="list a model's layers with their output shapes (C x H x W)"
+    )
     layers.add_argument("--model", default="efficientnet_lite0")
-    layers.add_argument("--size", type=_size, default=(224, 224), metavar="HxW",
-                        help="input height x width for the shapes (default 224x224)")
+    layers.add_argument(
+        "--size",
+        type=_size,
+        default=(224, 224),
+        metavar="HxW",
+        help="input height x width for the shapes (default 224x224)",
+    )
     layers.set_defaults(run=cmd_layers)
 
     fetch = commands.add_parser(
-        "fetch-models", help="put torchvision models' ImageNet weights into the torch cache "
-                             "($TORCH_HOME/hub/checkpoints), where jobs read them")
-    fetch.add_argument("--model", action="append", required=True,
-                       help="a model name, or all for every torchvision model; repeatable")
+        "fetch-models",
+        help="put torchvision models' ImageNet weights into the torch cache "
+        "($TORCH_HOME/hub/checkpoints), where jobs read them",
+    )
+    fetch.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="a model name, or all for every torchvision model; repeatable",
+    )
     origin = fetch.add_mutually_exclusive_group()
-    origin.add_argument("--from", dest="source", metavar="FILE",
-                        help="copy this local weights file instead of downloading")
-    origin.add_argument("--url", help="download from this URL instead of torchvision's (file:// works)")
+    origin.add_argument(
+        "--from",
+        dest="source",
+        metavar="FILE",
+        help="copy this local weights file instead of downloading",
+    )
+    origin.add_argument(
+        "--url", help="download from this URL instead of torchvision's (file:// works)"
+    )
     fetch.set_defaults(run=cmd_fetch_models)
 
     models = commands.add_parser("models", help="list the available models")

@@ -18,14 +18,15 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 SECTIONS = ("dream", "blend", "frames", "encode")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed_schema(path):
     with open(path) as handle:
         return yaml.safe_load(handle)
 
 
 def load_schema(path=SCHEMA_PATH):
-    """The config schema, parsed once per process (settings_for asks once per input): read it, never modify it."""
+    """The config schema, parsed once per process (settings_for asks once per input): read it, never
+    modify it."""
     return _parsed_schema(str(path))
 
 
@@ -93,9 +94,18 @@ def _expected(schema):
         name = schema["$ref"].rsplit("/", 1)[-1]
         return {"terms": "a layer term or a list of terms", "term": "a layer term"}.get(name, name)
     kinds = schema.get("type", "a value")
-    words = {"integer": "an integer", "number": "a number", "string": "a string", "null": "null",
-             "boolean": "true or false", "object": "a mapping", "array": "a list"}
-    text = " or ".join(words.get(kind, kind) for kind in ([kinds] if isinstance(kinds, str) else kinds))
+    words = {
+        "integer": "an integer",
+        "number": "a number",
+        "string": "a string",
+        "null": "null",
+        "boolean": "true or false",
+        "object": "a mapping",
+        "array": "a list",
+    }
+    text = " or ".join(
+        words.get(kind, kind) for kind in ([kinds] if isinstance(kinds, str) else kinds)
+    )
     if "minimum" in schema:
         text += f" >= {schema['minimum']}"
     return text
@@ -118,8 +128,10 @@ def validate(config, schema=None):
 
 
 def _raise_errors(instance, schema, prefix=""):
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(instance),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
     if errors:
         raise DreamflowError("\n".join(_describe(e, prefix) for e in errors))
 
@@ -141,7 +153,10 @@ def validate_section(section, values):
     _raise_errors(values, section_schema(section), prefix=section)
     if section == "dream":
         try:
-            check_layers(values["model"], parse_objective(resolve_layers(values["model"], values["layers"])).layers)
+            check_layers(
+                values["model"],
+                parse_objective(resolve_layers(values["model"], values["layers"])).layers,
+            )
         except DreamflowError as error:
             raise DreamflowError(f"dream.layers: {error}") from None
 
@@ -155,38 +170,57 @@ def validate_job_settings(settings):
 
 
 def settings_for(config, name):
-    """The effective dream/blend/frames/encode settings of one input: globals, then its overrides."""
+    """The effective dream/blend/frames/encode settings of one input: globals, then its
+    overrides."""
     entry = config["inputs"][name]
     settings = {section: {**config[section], **entry.get(section, {})} for section in SECTIONS}
     settings["dream"] = resolve_dream(settings["dream"])
     schema = load_schema()
     for section in ("zoom", "sweep"):
-        settings[section] = (fill_defaults(copy.deepcopy(entry[section]), schema["$defs"][section], schema)
-                             if section in entry else None)
+        settings[section] = (
+            fill_defaults(copy.deepcopy(entry[section]), schema["$defs"][section], schema)
+            if section in entry
+            else None
+        )
     return settings
 
 
 def resolve_dream(dream_settings):
     """Dream settings with the model's default layers filled in, so jobs see explicit values."""
-    resolved = {**dream_settings, "layers": resolve_layers(dream_settings["model"], dream_settings["layers"])}
+    resolved = {
+        **dream_settings,
+        "layers": resolve_layers(dream_settings["model"], dream_settings["layers"]),
+    }
     if resolved.get("layer_schedule"):
         resolved["layer_schedule"] = {"every": 1, **resolved["layer_schedule"]}
     return resolved
 
 
 def _check_settings(prefix, settings):
-    """Checks across keys that the schema cannot express; `prefix` locates the settings in the config."""
+    """Checks across keys that the schema cannot express; `prefix` locates the settings in the
+    config."""
     frames, blend, dream = settings["frames"], settings["blend"], settings["dream"]
     for a, b in (("start", "start_time"), ("end", "end_time")):
         if frames[a] is not None and frames[b] is not None:
             raise DreamflowError(f"config key {prefix}frames: set {a} or {b}, not both")
-    if frames["start"] is not None and frames["end"] is not None and frames["end"] < frames["start"]:
-        raise DreamflowError(f"config key {prefix}frames.end: {frames['end']} is before start {frames['start']}")
-    if (frames["start_time"] is not None and frames["end_time"] is not None
-            and frames["end_time"] <= frames["start_time"]):
+    if (
+        frames["start"] is not None
+        and frames["end"] is not None
+        and frames["end"] < frames["start"]
+    ):
+        raise DreamflowError(
+            f"config key {prefix}frames.end: {frames['end']} is before start {frames['start']}"
+        )
+    if (
+        frames["start_time"] is not None
+        and frames["end_time"] is not None
+        and frames["end_time"] <= frames["start_time"]
+    ):
         raise DreamflowError(f"config key {prefix}frames.end_time: must be after start_time")
     if blend["low"] > blend["high"]:
-        raise DreamflowError(f"config key {prefix}blend.low: {blend['low']} is above blend.high {blend['high']}")
+        raise DreamflowError(
+            f"config key {prefix}blend.low: {blend['low']} is above blend.high {blend['high']}"
+        )
     _check_terms(f"{prefix}dream.layers", dream["model"], dream["layers"])
     if dream["layer_schedule"]:
         for item in dream["layer_schedule"]["layers"]:
@@ -204,10 +238,14 @@ def _check_container(image):
     if image is None:
         return
     if any(character.isspace() for character in image):
-        raise DreamflowError(f"config key container: {image!r} contains whitespace; expected {CONTAINER_FORMS}")
+        raise DreamflowError(
+            f"config key container: {image!r} contains whitespace; expected {CONTAINER_FORMS}"
+        )
     if image.startswith("docker://"):
         if image == "docker://":
-            raise DreamflowError(f"config key container: 'docker://' names no image; expected {CONTAINER_FORMS}")
+            raise DreamflowError(
+                f"config key container: 'docker://' names no image; expected {CONTAINER_FORMS}"
+            )
         return
     if "://" in image or not image.endswith(".sif"):
         raise DreamflowError(f"config key container: {image!r} is not {CONTAINER_FORMS}")
@@ -228,7 +266,9 @@ def input_kind(path):
         raise DreamflowError(f"input not found: {path}")
     if os.path.isdir(path):
         if not folder_images(path):
-            raise DreamflowError(f"input folder has no images ({', '.join(IMAGE_SUFFIXES)}): {path}")
+            raise DreamflowError(
+                f"input folder has no images ({', '.join(IMAGE_SUFFIXES)}): {path}"
+            )
         return "folder"
     if not os.access(path, os.R_OK):
         raise DreamflowError(f"input is not readable: {path}")
@@ -239,9 +279,13 @@ def input_kind(path):
 
 def folder_images(folder):
     """Image files of a folder in natural order (img2 before img10); hidden files are skipped."""
-    names = [entry.name for entry in os.scandir(folder)
-             if entry.is_file() and not entry.name.startswith(".")
-             and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
+    names = [
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_file()
+        and not entry.name.startswith(".")
+        and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+    ]
     return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
 
 
@@ -255,11 +299,17 @@ def check_inputs(config):
             raise DreamflowError(f"config key inputs.{name}.path: {error}") from None
         for key in ("zoom", "sweep"):
             if key in entry and kinds[name] != "image":
-                raise DreamflowError(f"config key inputs.{name}.{key}: needs a single image as path, "
-                                     f"but {entry['path']} is a {kinds[name]}")
+                raise DreamflowError(
+                    f"config key inputs.{name}.{key}: needs a single image as path, "
+                    f"but {entry['path']} is a {kinds[name]}"
+                )
         if "zoom" in entry and "sweep" in entry:
             raise DreamflowError(f"config key inputs.{name}: set zoom or sweep, not both")
         if "sweep" in entry:
             for item in entry["sweep"]["layers"]:
-                _check_terms(f"inputs.{name}.sweep.layers", settings_for(config, name)["dream"]["model"], item)
+                _check_terms(
+                    f"inputs.{name}.sweep.layers",
+                    settings_for(config, name)["dream"]["model"],
+                    item,
+                )
     return kinds

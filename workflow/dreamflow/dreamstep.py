@@ -1,4 +1,5 @@
-"""Dream one frame file: read it, pick its input (raw, noise, blended or zoomed), dream, write atomically."""
+"""Dream one frame file: read it, pick its input (raw, noise, blended or zoomed), dream, write
+atomically."""
 
 import json
 
@@ -15,7 +16,9 @@ def pick_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DreamflowError("config key dream.device: cuda was requested but no CUDA device is available")
+        raise DreamflowError(
+            "config key dream.device: cuda was requested but no CUDA device is available"
+        )
     return torch.device(name)
 
 
@@ -65,10 +68,13 @@ class Dreamer:
         return self._objectives[key]
 
     def objective_for_frame(self, frame_number):
-        return self.objective_for(schedule.layers_for_frame(self.layer_schedule, frame_number, self.default_terms))
+        return self.objective_for(
+            schedule.layers_for_frame(self.layer_schedule, frame_number, self.default_terms)
+        )
 
     def start_array(self, frame, frame_number=1):
-        """What frame N starts from: the frame itself, or seeded noise of its size when start is noise."""
+        """What frame N starts from: the frame itself, or seeded noise of its size when start is
+        noise."""
         if self.start == "image":
             return frame
         height, width = frame.shape[:2]
@@ -82,9 +88,9 @@ class Dreamer:
         if self.device.type == "cuda":
             import torch
 
-            # a process-wide switch, and a model server holds dreamers of several settings: set per call.
-            # Picks the fastest convolution algorithms per input size after a first timed pass; the
-            # choice may differ from run to run, so it is off by default
+            # a process-wide switch, and a model server holds dreamers of several settings: set per
+            # call. Picks the fastest convolution algorithms per input size after a first timed
+            # pass; the choice may differ from run to run, so it is off by default
             torch.backends.cudnn.benchmark = bool(self.settings.get("cudnn_benchmark"))
         image = to_tensor(array).to(self.device)
         return to_array(engine.dream(self.model, objective, image, self.params))
@@ -98,19 +104,25 @@ def blended_input(frame, previous_dream, blend_settings, frame_number):
     if previous_dream.shape != frame.shape:
         raise DreamflowError(
             f"previous dreamed frame has size {previous_dream.shape[1]}x{previous_dream.shape[0]}, "
-            f"frame {frame_number} has {frame.shape[1]}x{frame.shape[0]}; delete the dreamed frames and rerun")
+            f"frame {frame_number} has {frame.shape[1]}x{frame.shape[0]}; "
+            "delete the dreamed frames and rerun"
+        )
     mixed = blend.mix(frame.astype(np.float32), previous_dream.astype(np.float32), factor)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def zoomed_input(previous_dream, zoom):
-    """The array to dream for frame N of a zoom animation: dream N-1 zoomed (and turned) a little."""
-    image = transforms.zoom(to_tensor(previous_dream), float(zoom["factor"]), float(zoom.get("angle", 0.0)))
+    """The array to dream for frame N of a zoom animation: dream N-1 zoomed (and turned) a
+    little."""
+    image = transforms.zoom(
+        to_tensor(previous_dream), float(zoom["factor"]), float(zoom.get("angle", 0.0))
+    )
     return to_array(image)
 
 
 def run_job(job, dreamer):
-    """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output atomically.
+    """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output
+    atomically.
 
     A zoom frame after the first dreams the zoomed previous dream; any other frame dreams its raw
     frame (or noise of its size), blended with the previous dream when the blend settings say so.
@@ -118,7 +130,9 @@ def run_job(job, dreamer):
     settings = job.settings
     if settings.zoom and job.number > 1:
         if not job.previous:
-            raise DreamflowError(f"zoom animation needs the previous dreamed frame for frame {job.number}")
+            raise DreamflowError(
+                f"zoom animation needs the previous dreamed frame for frame {job.number}"
+            )
         source = zoomed_input(read_rgb(job.previous), settings.zoom)
     else:
         if job.frame is None:
@@ -126,8 +140,10 @@ def run_job(job, dreamer):
         frame = dreamer.start_array(read_rgb(job.frame), job.number)
         previous = read_rgb(job.previous) if job.previous else None
         if previous is None and blend.uses_previous_frame(settings.blend) and job.number > 1:
-            raise DreamflowError(f"blend mode {settings.blend['mode']} needs the previous dreamed frame "
-                                 f"for frame {job.number}")
+            raise DreamflowError(
+                f"blend mode {settings.blend['mode']} needs the previous dreamed frame "
+                f"for frame {job.number}"
+            )
         source = blended_input(frame, previous, settings.blend, job.number)
     write_rgb(dreamer.dream_array(source, job.number), job.output, jpg_quality=settings.jpg_quality)
 

@@ -30,21 +30,28 @@ class DreamParams:
     step_size: float = 1.5
     jitter: int = 32
     seed: int = 0
-    tile_size: int | None = None  # None: whole octave at once; else tiles of at most this many px a side
+    tile_size: int | None = (
+        None  # None: whole octave at once; else tiles of at most this many px a side
+    )
     precision: str = "float32"  # float32, or bfloat16/float16 autocast of the forward pass
 
     def __post_init__(self):
         if self.tile_size is not None and self.tile_size < MIN_TILE_SIZE:
-            raise DreamflowError(f"config key dream.tile_size: {self.tile_size} is too small for tiles with "
-                                 f"margins; use at least {MIN_TILE_SIZE}, or null for no tiling")
+            raise DreamflowError(
+                f"config key dream.tile_size: {self.tile_size} is too small for tiles with "
+                f"margins; use at least {MIN_TILE_SIZE}, or null for no tiling"
+            )
 
     @classmethod
     def from_settings(cls, dream_settings):
-        """Params from a dream settings dict; other keys in it are ignored, tile_size may be absent."""
+        """Params from a dream settings dict; other keys in it are ignored, tile_size may be
+        absent."""
         required = ("octaves", "octave_scale", "iterations", "step_size", "jitter", "seed")
-        return cls(**{key: dream_settings[key] for key in required},
-                   tile_size=dream_settings.get("tile_size"),
-                   precision=dream_settings.get("precision") or "float32")
+        return cls(
+            **{key: dream_settings[key] for key in required},
+            tile_size=dream_settings.get("tile_size"),
+            precision=dream_settings.get("precision") or "float32",
+        )
 
 
 def octave_sizes(height, width, octaves, scale, min_side=MIN_OCTAVE_SIDE):
@@ -92,12 +99,15 @@ def _axis_segments(size, tile_size, overlap, offset):
     core = tile_size - 2 * overlap
     inner_cuts = [cut for cut in range(offset % core, size, core) if cut > 0]
     cuts = [0, *inner_cuts, size]
-    return [((start, end), (max(0, start - overlap), min(size, end + overlap)))
-            for start, end in zip(cuts, cuts[1:])]
+    return [
+        ((start, end), (max(0, start - overlap), min(size, end + overlap)))
+        for start, end in zip(cuts, cuts[1:], strict=False)
+    ]
 
 
 def tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
-    """Tiles covering an image: [(core box, padded box)], boxes as (top, left, bottom, right), ends exclusive.
+    """Tiles covering an image: [(core box, padded box)], boxes as (top, left, bottom, right), ends
+    exclusive.
 
     The cores partition the image, so every pixel belongs to exactly one core. Along an axis longer
     than `tile_size` the cores are `tile_size - 2 * overlap` long, with cuts at `offset + k * core`
@@ -108,9 +118,11 @@ def tile_grid(height, width, tile_size, overlap, offset_y, offset_x):
     """
     rows = _axis_segments(height, tile_size, overlap, offset_y)
     columns = _axis_segments(width, tile_size, overlap, offset_x)
-    return [((top, left, bottom, right), (pad_top, pad_left, pad_bottom, pad_right))
-            for (top, bottom), (pad_top, pad_bottom) in rows
-            for (left, right), (pad_left, pad_right) in columns]
+    return [
+        ((top, left, bottom, right), (pad_top, pad_left, pad_bottom, pad_right))
+        for (top, bottom), (pad_top, pad_bottom) in rows
+        for (left, right), (pad_left, pad_right) in columns
+    ]
 
 
 def objective_gradient(model, objective, image, precision="float32"):
@@ -145,17 +157,22 @@ def tiled_gradient(model, objective, image, tile_size, generator, precision="flo
     height, width = image.shape[-2:]
     tile_side, overlap = tile_layout(tile_size)
     core_steps = (tile_side - 2 * overlap) // TILE_ALIGN
-    offset_y, offset_x = (TILE_ALIGN * torch.randint(0, core_steps, (2,), generator=generator)).tolist()
+    offset_y, offset_x = (
+        TILE_ALIGN * torch.randint(0, core_steps, (2,), generator=generator)
+    ).tolist()
     gradient = torch.zeros_like(image)
     for (top, left, bottom, right), (pad_top, pad_left, pad_bottom, pad_right) in tile_grid(
-            height, width, tile_side, overlap, offset_y, offset_x):
+        height, width, tile_side, overlap, offset_y, offset_x
+    ):
         tile = image[:, :, pad_top:pad_bottom, pad_left:pad_right].contiguous()
         # objectives are spatial means, so a tile's mean stands for (its area / image area) of the
-        # whole image's; weighting by the padded area keeps each pixel's gradient on the untiled scale
+        # whole image's; weighting by the padded area keeps each pixel's gradient on the untiled
+        # scale
         weight = (pad_bottom - pad_top) * (pad_right - pad_left) / (height * width)
         tile_gradient = objective_gradient(model, weight * objective, tile, precision)
         gradient[:, :, top:bottom, left:right] = tile_gradient[
-            :, :, top - pad_top:bottom - pad_top, left - pad_left:right - pad_left]
+            :, :, top - pad_top : bottom - pad_top, left - pad_left : right - pad_left
+        ]
     return gradient
 
 
@@ -183,7 +200,8 @@ def gradient_step(model, objective, image, params, generator):
 def dream(model, objective, image, params):
     """Dream `image` and return the result, same shape, values in [0, 1].
 
-    The same image, params and model give bit-identical results on the same machine and thread count.
+    The same image, params and model give bit-identical results on the same machine and thread
+    count.
     """
     generator = torch.Generator().manual_seed(params.seed)
     height, width = image.shape[-2:]

@@ -4,7 +4,7 @@ import os
 import re
 
 FRAME_DIGITS = 6
-FRAME_PATTERN = r"\d{%d}" % FRAME_DIGITS
+FRAME_PATTERN = rf"\d{{{FRAME_DIGITS}}}"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -29,7 +29,8 @@ def natural_key(name):
 def select_range(frame_count, fps, start=None, end=None, start_time=None, end_time=None):
     """Return (first, last) 1-based inclusive source frame numbers for the requested range.
 
-    start/end are frame numbers; start_time/end_time are seconds (frame k covers [(k-1)/fps, k/fps)).
+    start/end are frame numbers; start_time/end_time are seconds (frame k covers
+    [(k-1)/fps, k/fps)).
     Raises ValueError with a message naming the config key when the range is empty or out of bounds.
     """
     if frame_count < 1:

@@ -1,4 +1,5 @@
-"""Image files: reading with clear errors, and atomic writes (no half-written file looks complete)."""
+"""Image files: reading with clear errors, and atomic writes (no half-written file looks
+complete)."""
 
 import os
 import tempfile
@@ -43,7 +44,8 @@ class atomic_path:
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, exist_ok=True)
         handle, self.temporary = tempfile.mkstemp(
-            prefix=".partial-", suffix=Path(self.path).suffix, dir=directory)
+            prefix=".partial-", suffix=Path(self.path).suffix, dir=directory
+        )
         os.close(handle)
         # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
         umask = os.umask(0)
@@ -66,4 +68,14 @@ def to_tensor(array):
 
 
 def to_array(tensor):
-    return tensor.detach().squeeze(0).permute(1, 2, 0).mul(255.0).round_().clamp_(0, 255).byte().cpu().numpy()
+    return (
+        tensor.detach()
+        .squeeze(0)
+        .permute(1, 2, 0)
+        .mul(255.0)
+        .round_()
+        .clamp_(0, 255)
+        .byte()
+        .cpu()
+        .numpy()
+    )

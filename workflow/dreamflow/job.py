@@ -13,7 +13,8 @@ from .errors import DreamflowError
 
 
 def settings_text(value):
-    """Stable JSON text for settings: equal settings give equal strings (Snakemake's params check)."""
+    """Stable JSON text for settings: equal settings give equal strings (Snakemake's params
+    check)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
@@ -60,7 +61,8 @@ class JobSettings:
 
 
 def default_threads():
-    """Threads for a job started without a count: $OMP_NUM_THREADS, else the CPUs this process may use."""
+    """Threads for a job started without a count: $OMP_NUM_THREADS, else the CPUs this process may
+    use."""
     text = os.environ.get("OMP_NUM_THREADS", "").strip()
     if text.isdigit() and int(text) > 0:
         return int(text)
@@ -111,8 +113,14 @@ class FrameJob:
 
     def to_message(self):
         """The job as a JSON-ready mapping, the form it takes on the server's socket."""
-        return {"number": self.number, "output": self.output, "settings": self.settings.to_mapping(),
-                "threads": self.threads, "frame": self.frame, "previous": self.previous}
+        return {
+            "number": self.number,
+            "output": self.output,
+            "settings": self.settings.to_mapping(),
+            "threads": self.threads,
+            "frame": self.frame,
+            "previous": self.previous,
+        }
 
     @classmethod
     def from_message(cls, message):
@@ -127,5 +135,11 @@ class FrameJob:
         if missing:
             raise DreamflowError(f"frame job: missing fields {', '.join(missing)}")
         settings = JobSettings.from_mapping(message["settings"], "frame job: settings")
-        return cls(message["number"], message["output"], settings, message["threads"],
-                   message.get("frame"), message.get("previous"))
+        return cls(
+            message["number"],
+            message["output"],
+            settings,
+            message["threads"],
+            message.get("frame"),
+            message.get("previous"),
+        )

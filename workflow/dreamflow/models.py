@@ -15,17 +15,43 @@ from .errors import DreamflowError
 
 EFFICIENTNET_LITE0_LAYERS = ("stem",) + tuple(f"block{i}" for i in range(16)) + ("head",)
 GOOGLENET_LAYERS = (
-    "conv1", "maxpool1", "conv2", "conv3", "maxpool2",
-    "inception3a", "inception3b", "maxpool3",
-    "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
-    "inception5a", "inception5b",
+    "conv1",
+    "maxpool1",
+    "conv2",
+    "conv3",
+    "maxpool2",
+    "inception3a",
+    "inception3b",
+    "maxpool3",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "maxpool4",
+    "inception5a",
+    "inception5b",
 )
 # torchvision's attribute names, lowercased (Conv2d_1a_3x3 -> conv2d_1a_3x3, Mixed_6a -> mixed_6a)
 INCEPTION_V3_LAYERS = (
-    "conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "maxpool1", "conv2d_3b_1x1", "conv2d_4a_3x3", "maxpool2",
-    "mixed_5b", "mixed_5c", "mixed_5d",
-    "mixed_6a", "mixed_6b", "mixed_6c", "mixed_6d", "mixed_6e",
-    "mixed_7a", "mixed_7b", "mixed_7c",
+    "conv2d_1a_3x3",
+    "conv2d_2a_3x3",
+    "conv2d_2b_3x3",
+    "maxpool1",
+    "conv2d_3b_1x1",
+    "conv2d_4a_3x3",
+    "maxpool2",
+    "mixed_5b",
+    "mixed_5c",
+    "mixed_5d",
+    "mixed_6a",
+    "mixed_6b",
+    "mixed_6c",
+    "mixed_6d",
+    "mixed_6e",
+    "mixed_7a",
+    "mixed_7b",
+    "mixed_7c",
 )
 
 
@@ -44,7 +70,10 @@ VGG16_LAYERS = _vgg_layer_names(VGG_CONVS_PER_BLOCK["vgg16"])
 VGG19_LAYERS = _vgg_layer_names(VGG_CONVS_PER_BLOCK["vgg19"])
 RESNET50_BLOCKS = (3, 4, 6, 3)  # bottleneck blocks in layer1 ... layer4
 RESNET50_LAYERS = ("conv1", "maxpool") + tuple(
-    f"layer{stage}.{block}" for stage, blocks in enumerate(RESNET50_BLOCKS, start=1) for block in range(blocks))
+    f"layer{stage}.{block}"
+    for stage, blocks in enumerate(RESNET50_BLOCKS, start=1)
+    for block in range(blocks)
+)
 
 
 @dataclass(frozen=True)
@@ -57,31 +86,51 @@ class ModelSpec:
 
 MODELS = {
     "efficientnet_lite0": ModelSpec(
-        "efficientnet_lite0", EFFICIENTNET_LITE0_LAYERS, ("block10",),
-        "EfficientNet-Lite0, ImageNet weights embedded in a Python package (works offline)"),
+        "efficientnet_lite0",
+        EFFICIENTNET_LITE0_LAYERS,
+        ("block10",),
+        "EfficientNet-Lite0, ImageNet weights embedded in a Python package (works offline)",
+    ),
     "googlenet": ModelSpec(
-        "googlenet", GOOGLENET_LAYERS, ("inception4c",),
-        "torchvision GoogLeNet (Inception v1), ImageNet weights from the torch cache or a local file"),
-    # The TensorFlow DeepDream tutorial maximises Keras InceptionV3's 'mixed3' and 'mixed5', which are
-    # torchvision's Mixed_6a and Mixed_6c (Keras counts the Mixed blocks from mixed0 = Mixed_5b): the
-    # first 17x17 blocks, deep enough for eyes and animal parts, shallow enough to stay on the image.
+        "googlenet",
+        GOOGLENET_LAYERS,
+        ("inception4c",),
+        "torchvision GoogLeNet (Inception v1), ImageNet weights from the torch cache "
+        "or a local file",
+    ),
+    # The TensorFlow DeepDream tutorial maximises Keras InceptionV3's 'mixed3' and 'mixed5', which
+    # are torchvision's Mixed_6a and Mixed_6c (Keras counts the Mixed blocks from mixed0 =
+    # Mixed_5b): the first 17x17 blocks, deep enough for eyes and animal parts, shallow enough to
+    # stay on the image.
     "inception_v3": ModelSpec(
-        "inception_v3", INCEPTION_V3_LAYERS, ("mixed_6a", "mixed_6c"),
-        "torchvision Inception v3, ImageNet weights from the torch cache or a local file"),
-    # relu4_3 is the layer most VGG16 DeepDream examples dream on (e.g. pytorch-deepdream's defaults):
-    # object parts without the heavy, image-replacing patterns of block 5. VGG19's counterpart is the
-    # last ReLU of block 4, relu4_4.
+        "inception_v3",
+        INCEPTION_V3_LAYERS,
+        ("mixed_6a", "mixed_6c"),
+        "torchvision Inception v3, ImageNet weights from the torch cache or a local file",
+    ),
+    # relu4_3 is the layer most VGG16 DeepDream examples dream on (e.g. pytorch-deepdream's
+    # defaults): object parts without the heavy, image-replacing patterns of block 5. VGG19's
+    # counterpart is the last ReLU of block 4, relu4_4.
     "vgg16": ModelSpec(
-        "vgg16", VGG16_LAYERS, ("relu4_3",),
-        "torchvision VGG16, ImageNet weights from the torch cache or a local file"),
+        "vgg16",
+        VGG16_LAYERS,
+        ("relu4_3",),
+        "torchvision VGG16, ImageNet weights from the torch cache or a local file",
+    ),
     "vgg19": ModelSpec(
-        "vgg19", VGG19_LAYERS, ("relu4_4",),
-        "torchvision VGG19, ImageNet weights from the torch cache or a local file"),
+        "vgg19",
+        VGG19_LAYERS,
+        ("relu4_4",),
+        "torchvision VGG19, ImageNet weights from the torch cache or a local file",
+    ),
     # layer3.5 is the output of ResNet's whole layer3 (stride 16), the 'layer3' that ResNet50
     # DeepDream examples use; layer4 is mostly dog faces and texture soup at video frame sizes.
     "resnet50": ModelSpec(
-        "resnet50", RESNET50_LAYERS, ("layer3.5",),
-        "torchvision ResNet-50, ImageNet weights from the torch cache or a local file"),
+        "resnet50",
+        RESNET50_LAYERS,
+        ("layer3.5",),
+        "torchvision ResNet-50, ImageNet weights from the torch cache or a local file",
+    ),
 }
 
 # the torchvision weights enum of each torchvision model (IMAGENET1K_V1 for all) and the file name
@@ -96,8 +145,8 @@ TORCHVISION_WEIGHTS = {
 }
 TORCHVISION_MODELS = tuple(name for name in MODELS if name in TORCHVISION_WEIGHTS)
 
-# classifier heads: never dreamed on, so they are removed from the network and their keys are dropped
-# from any weights file (a model fine-tuned to other classes, e.g. Places365, loads as well)
+# classifier heads: never dreamed on, so they are removed from the network and their keys are
+# dropped from any weights file (a model fine-tuned to other classes, e.g. Places365, loads as well)
 HEAD_PREFIXES = ("fc.", "classifier.", "_fc.", "AuxLogits.", "aux1.", "aux2.")
 
 
@@ -105,11 +154,14 @@ def spec(model):
     try:
         return MODELS[model]
     except KeyError:
-        raise DreamflowError(f"unknown model '{model}'; available models: {', '.join(sorted(MODELS))}") from None
+        raise DreamflowError(
+            f"unknown model '{model}'; available models: {', '.join(sorted(MODELS))}"
+        ) from None
 
 
 def resolve_layers(model, layers):
-    """The terms to dream on, as a list: those asked for (one term or several), or the model's default."""
+    """The terms to dream on, as a list: those asked for (one term or several), or the model's
+    default."""
     if not layers:
         return list(spec(model).default_layers)
     if isinstance(layers, (str, dict)):
@@ -123,8 +175,9 @@ def check_layers(model, layers):
         if layer not in valid:
             close = difflib.get_close_matches(layer, valid, n=3)
             hint = f" (close matches: {', '.join(close)})" if close else ""
-            raise DreamflowError(f"unknown layer '{layer}' for model {model}{hint}; "
-                                 f"valid layers: {', '.join(valid)}")
+            raise DreamflowError(
+                f"unknown layer '{layer}' for model {model}{hint}; valid layers: {', '.join(valid)}"
+            )
 
 
 class FeatureModel:
@@ -169,18 +222,28 @@ def load_state_dict(path, name=None):
         raise DreamflowError(f"weights file not found: {name}") from None
     except pickle.UnpicklingError:
         # torch's own message spans several lines; errors are reported as one line
-        raise DreamflowError(f"weights file {name} could not be loaded as a state dict: it is not a file "
-                             "of tensors only (save model.state_dict(), not the whole model)") from None
+        raise DreamflowError(
+            f"weights file {name} could not be loaded as a state dict: it is not a file "
+            "of tensors only (save model.state_dict(), not the whole model)"
+        ) from None
     except Exception as error:  # torch raises several types for corrupt or unsafe files
         detail = " ".join(str(error).split())
-        raise DreamflowError(f"weights file {name} could not be loaded as a state dict: {detail}") from None
+        raise DreamflowError(
+            f"weights file {name} could not be loaded as a state dict: {detail}"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint (e.g. Places365's .pth.tar) wraps it
-    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
-        raise DreamflowError(f"weights file {name} is not a state dict (a mapping of names to tensors)")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(hasattr(v, "shape") for v in state.values())
+    ):
+        raise DreamflowError(
+            f"weights file {name} is not a state dict (a mapping of names to tensors)"
+        )
     if all(key.startswith("module.") for key in state):
         # saved from nn.DataParallel, which prefixes every key
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return state
 
 
@@ -190,20 +253,31 @@ def load_weights(net, path, model, name=None):
     Head keys in the file are ignored; any other key that `net` lacks or needs, or a tensor of the
     wrong shape, is an error naming the file."""
     name = name or path
-    state = {key: value for key, value in load_state_dict(path, name).items()
-             if not key.startswith(HEAD_PREFIXES)}
+    state = {
+        key: value
+        for key, value in load_state_dict(path, name).items()
+        if not key.startswith(HEAD_PREFIXES)
+    }
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as error:  # tensors of the wrong shape; torch reports them on several lines
-        problems = [line.strip() for line in str(error).splitlines() if line.strip().startswith("size mismatch")]
-        detail = (f"{len(problems)} tensors have the wrong shape, e.g. {problems[0]}" if problems
-                  else " ".join(str(error).split()))
+        problems = [
+            line.strip()
+            for line in str(error).splitlines()
+            if line.strip().startswith("size mismatch")
+        ]
+        detail = (
+            f"{len(problems)} tensors have the wrong shape, e.g. {problems[0]}"
+            if problems
+            else " ".join(str(error).split())
+        )
         raise DreamflowError(f"weights file {name} does not fit model {model}: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise DreamflowError(
             f"weights file {name} does not fit model {model}: "
             f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})")
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})"
+        )
 
 
 def _frozen(stages):
@@ -212,7 +286,8 @@ def _frozen(stages):
         for parameter in module.parameters():
             parameter.requires_grad_(False)
         # An activation is handed to the next stage as is: a stage that changed its input in place
-        # (torchvision's VGG ReLUs are inplace=True) would overwrite the activation captured before it.
+        # (torchvision's VGG ReLUs are inplace=True) would overwrite the activation captured before
+        # it.
         if getattr(module, "inplace", False):
             module.inplace = False
     return stages
@@ -228,7 +303,8 @@ def _imagenet_normalise(x):
 
 def _to_minus_one_one(x):
     # torchvision's GoogLeNet and Inception v3 weights came from TensorFlow: net.forward would map
-    # ImageNet-normalised input to [-1, 1] in _transform_input, which calling the stages directly skips
+    # ImageNet-normalised input to [-1, 1] in _transform_input, which calling the stages directly
+    # skips
     return x * 2.0 - 1.0
 
 
@@ -240,6 +316,7 @@ def _efficientnet_scale(x):
 # Architectures: each returns (net, stages, scale_input): `net` holds every module whose weights are
 # loaded, without classifier heads; `stages` are (layer name, module) pairs of modules inside `net`.
 
+
 def _efficientnet_lite0(init_weights):
     import torch.nn as nn
     from efficientnet_lite_pytorch import EfficientNet
@@ -249,7 +326,11 @@ def _efficientnet_lite0(init_weights):
     net._fc = None
     stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
     head = nn.Sequential(net._conv_head, net._bn1, net._swish)
-    stages = [("stem", stem)] + [(f"block{i}", block) for i, block in enumerate(net._blocks)] + [("head", head)]
+    stages = (
+        [("stem", stem)]
+        + [(f"block{i}", block) for i, block in enumerate(net._blocks)]
+        + [("head", head)]
+    )
     return net, stages, _efficientnet_scale
 
 
@@ -265,9 +346,15 @@ def _inception_v3(init_weights):
     from torchvision.models import inception_v3
 
     # transform_input=False: the input is scaled to [-1, 1] by scale_input instead
-    net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=init_weights)
+    net = inception_v3(
+        weights=None, aux_logits=True, transform_input=False, init_weights=init_weights
+    )
     net.AuxLogits = net.fc = None
-    by_name = {attribute.lower(): module for attribute, module in net.named_children() if module is not None}
+    by_name = {
+        attribute.lower(): module
+        for attribute, module in net.named_children()
+        if module is not None
+    }
     return net, [(name, by_name[name]) for name in INCEPTION_V3_LAYERS], _to_minus_one_one
 
 
@@ -281,7 +368,8 @@ def _vgg(model):
         net.features = vgg.make_layers(vgg.cfgs["D" if model == "vgg16" else "E"])
         names = MODELS[model].layers
         assert len(names) == len(net.features)
-        return net, list(zip(names, net.features)), _imagenet_normalise
+        return net, list(zip(names, net.features, strict=True)), _imagenet_normalise
+
     return architecture
 
 
@@ -293,7 +381,9 @@ def _resnet50(init_weights):
     net.fc = None
     stages = [("conv1", nn.Sequential(net.conv1, net.bn1, net.relu)), ("maxpool", net.maxpool)]
     for stage in range(1, len(RESNET50_BLOCKS) + 1):
-        stages += [(f"layer{stage}.{i}", block) for i, block in enumerate(getattr(net, f"layer{stage}"))]
+        stages += [
+            (f"layer{stage}.{i}", block) for i, block in enumerate(getattr(net, f"layer{stage}"))
+        ]
     return net, stages, _imagenet_normalise
 
 
@@ -309,8 +399,9 @@ ARCHITECTURES = {
 
 def torch_cache_dir():
     """$TORCH_HOME/hub/checkpoints, found the way torch.hub does, without importing torch."""
-    torch_home = os.path.expanduser(os.getenv(
-        "TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+    torch_home = os.path.expanduser(
+        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    )
     return os.path.join(torch_home, "hub", "checkpoints")
 
 
@@ -337,7 +428,9 @@ def model_of_weights_file(file_name):
 def _torchvision_only(model):
     spec(model)
     if model not in TORCHVISION_WEIGHTS:
-        raise DreamflowError(f"{model} has no torch cache file: its weights are embedded in an installed package")
+        raise DreamflowError(
+            f"{model} has no torch cache file: its weights are embedded in an installed package"
+        )
 
 
 def default_weights_file(model):
@@ -348,9 +441,10 @@ def default_weights_file(model):
     path = weights_cache_file(model)
     if not os.path.isfile(path):
         raise DreamflowError(
-            f"{model} weights not found at {path}: fetch them with `dreamflow fetch-models --model {model}` "
-            "(same TORCH_HOME; add --from FILE to copy a downloaded file), or set dream.weights to a local "
-            "state dict file")
+            f"{model} weights not found at {path}: fetch them with "
+            f"`dreamflow fetch-models --model {model}` (same TORCH_HOME; add --from FILE to copy a "
+            "downloaded file), or set dream.weights to a local state dict file"
+        )
     return path
 
 
@@ -370,7 +464,8 @@ def layer_shapes(model, height=224, width=224):
     import torch
 
     spec(model)
-    # shapes do not depend on the values: skip torchvision's slow initialisation (seconds for Inception)
+    # shapes do not depend on the values: skip torchvision's slow initialisation (seconds for
+    # Inception)
     _, stages, scale_input = ARCHITECTURES[model](init_weights=False)
     shapes = []
     with torch.no_grad():
@@ -393,10 +488,11 @@ def fetch_weights(model, url=None, source=None):
     """Put a torchvision model's weights into the torch cache (see weights_cache_file).
 
     By default they are downloaded from torchvision's URL; `url` downloads from elsewhere (file://
-    works), `source` copies a local file. A file carrying torchvision's file name (as the default URL's
-    does) must match the hash in that name. The file must load as a state dict (weights_only=True) that
-    fits the model before it is moved into place, so the cache never holds a partial or wrong file.
-    A file already in the cache is kept. Returns the cache path (None for an embedded model)."""
+    works), `source` copies a local file. A file carrying torchvision's file name (as the default
+    URL's does) must match the hash in that name. The file must load as a state dict
+    (weights_only=True) that fits the model before it is moved into place, so the cache never holds
+    a partial or wrong file. A file already in the cache is kept. Returns the cache path (None for
+    an embedded model)."""
     spec(model)
     if url and source:
         raise DreamflowError("give a URL or a source file to fetch from, not both")
@@ -405,7 +501,9 @@ def fetch_weights(model, url=None, source=None):
         return None
     target = weights_cache_file(model)
     if os.path.isfile(target):
-        print(f"{model}: weights already in the cache at {target} (delete the file to fetch it again)")
+        print(
+            f"{model}: weights already in the cache at {target} (delete the file to fetch it again)"
+        )
         return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
     partial = f"{target}.{uuid.uuid4().hex}.partial"
@@ -431,7 +529,9 @@ def _copy(source, destination):
     except FileNotFoundError:
         raise DreamflowError(f"weights file not found: {source}") from None
     except OSError as error:
-        raise DreamflowError(f"cannot copy weights file {source}: {error.strerror or error}") from None
+        raise DreamflowError(
+            f"cannot copy weights file {source}: {error.strerror or error}"
+        ) from None
 
 
 def _download(url, destination, check_hash_of):
@@ -446,7 +546,9 @@ def _download(url, destination, check_hash_of):
         match = _HASH_IN_NAME.search(check_hash_of)
         hash_prefix = match.group(1) if match else None
     try:
-        torch.hub.download_url_to_file(url, destination, hash_prefix=hash_prefix, progress=sys.stderr.isatty())
+        torch.hub.download_url_to_file(
+            url, destination, hash_prefix=hash_prefix, progress=sys.stderr.isatty()
+        )
     except urllib.error.URLError as error:
         raise DreamflowError(f"could not download {url}: {error.reason}") from None
     except RuntimeError as error:  # the hash check

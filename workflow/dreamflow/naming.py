@@ -1,4 +1,5 @@
-"""Names that say how an image was made: labels for objective terms and parameter-encoding file names."""
+"""Names that say how an image was made: labels for objective terms and parameter-encoding file
+names."""
 
 import re
 
@@ -27,9 +28,16 @@ def safe(text):
 def dream_filename(stem, dream_settings, suffix=".png"):
     """e.g. cat_efficientnet_lite0_block10_o3x1.4_i10_s1.5_j32_seed0.png: the settings, readable."""
     d = dream_settings
-    parts = [stem, d["model"], terms_label(d["layers"]),
-             f"o{d['octaves']}x{d['octave_scale']:g}", f"i{d['iterations']}",
-             f"s{d['step_size']:g}", f"j{d['jitter']}", f"seed{d['seed']}"]
+    parts = [
+        stem,
+        d["model"],
+        terms_label(d["layers"]),
+        f"o{d['octaves']}x{d['octave_scale']:g}",
+        f"i{d['iterations']}",
+        f"s{d['step_size']:g}",
+        f"j{d['jitter']}",
+        f"seed{d['seed']}",
+    ]
     if d.get("start") == "noise":
         parts.append("noise")
     if d.get("guide"):

@@ -13,16 +13,22 @@ from collections.abc import Mapping
 
 from .errors import DreamflowError
 
-LAYER_NAME = re.compile(r"[A-Za-z0-9_.]+")  # the config schema's term grammar (a test compares them)
+LAYER_NAME = re.compile(
+    r"[A-Za-z0-9_.]+"
+)  # the config schema's term grammar (a test compares them)
 GUIDE_MAX_SIDE = 512  # google/deepdream shrinks guides too: features of a huge guide add nothing
-GUIDE_MATCH_CHUNK = 4096  # positions matched at once; bounds the (positions x guide positions) matrix
+GUIDE_MATCH_CHUNK = (
+    4096  # positions matched at once; bounds the (positions x guide positions) matrix
+)
 
 
 class Objective:
     """A weighted sum of per-layer terms, evaluated on a dict of activations."""
 
     def __init__(self, terms):
-        self.terms = tuple(terms)  # (weight, layer, measure); measure maps one activation to a scalar
+        self.terms = tuple(
+            terms
+        )  # (weight, layer, measure); measure maps one activation to a scalar
 
     @property
     def layers(self):
@@ -47,26 +53,32 @@ def mean_square(activation):
 
 
 def layer_l2(layer):
-    """Amplify whatever a layer already sees: the classic DeepDream objective (higher is more dream)."""
+    """Amplify whatever a layer already sees: the classic DeepDream objective (higher is more
+    dream)."""
     return Objective([(1.0, layer, mean_square)])
 
 
 def channel(layer, index):
-    """Amplify one feature: the mean activation of channel `index` of `layer` (higher is more of it)."""
+    """Amplify one feature: the mean activation of channel `index` of `layer` (higher is more of
+    it)."""
 
     def mean_of_channel(activation):
         channels = activation.shape[1]
         if not 0 <= index < channels:
-            raise DreamflowError(f"channel {index} of layer {layer} is out of range: "
-                                 f"it has {channels} channels (0-{channels - 1})")
+            raise DreamflowError(
+                f"channel {index} of layer {layer} is out of range: "
+                f"it has {channels} channels (0-{channels - 1})"
+            )
         return activation[:, index].mean()
 
     return Objective([(1.0, layer, mean_of_channel)])
 
 
 def _malformed(term, why):
-    return DreamflowError(f"objective term {term!r} is malformed: {why}; write 'layer', 'layer:channel' "
-                          "(e.g. 'block10:97') or a mapping {layer: ..., channel: ..., weight: ...}")
+    return DreamflowError(
+        f"objective term {term!r} is malformed: {why}; write 'layer', 'layer:channel' "
+        "(e.g. 'block10:97') or a mapping {layer: ..., channel: ..., weight: ...}"
+    )
 
 
 def _parse_string(term):
@@ -74,7 +86,9 @@ def _parse_string(term):
     if not layer:
         raise _malformed(term, "the layer name is empty")
     if not LAYER_NAME.fullmatch(layer):
-        raise _malformed(term, f"layer name {layer!r} has characters other than letters, digits, _ and .")
+        raise _malformed(
+            term, f"layer name {layer!r} has characters other than letters, digits, _ and ."
+        )
     if not colon:
         return layer_l2(layer)
     if not index.isascii() or not index.isdigit():
@@ -118,11 +132,11 @@ def parse(terms):
 def guide(layer, guide_features):
     """Make `layer` look like the guide: google/deepdream's objective_guide (higher = more like it).
 
-    `guide_features` is the guide image's activation at `layer`, shape (C, HW'). Each position of the
-    current activation x (C x HW) is matched, without gradient, to the guide feature with the largest
-    dot product; the objective is the mean of those dot products over positions and channels, so it
-    does not grow with the frame size or the channel count. Its gradient at each position is the
-    matched guide feature, which pulls the dream towards what the guide shows.
+    `guide_features` is the guide image's activation at `layer`, shape (C, HW'). Each position of
+    the current activation x (C x HW) is matched, without gradient, to the guide feature with the
+    largest dot product; the objective is the mean of those dot products over positions and
+    channels, so it does not grow with the frame size or the channel count. Its gradient at each
+    position is the matched guide feature, which pulls the dream towards what the guide shows.
     """
 
     def match_guide(activation):
@@ -130,8 +144,12 @@ def guide(layer, guide_features):
 
         features = activation[0].flatten(1)  # C x HW
         with torch.no_grad():
-            best = torch.cat([(chunk.T @ guide_features).argmax(1)
-                              for chunk in features.split(GUIDE_MATCH_CHUNK, dim=1)])
+            best = torch.cat(
+                [
+                    (chunk.T @ guide_features).argmax(1)
+                    for chunk in features.split(GUIDE_MATCH_CHUNK, dim=1)
+                ]
+            )
         return (features * guide_features[:, best]).mean()
 
     return Objective([(1.0, layer, match_guide)])
@@ -145,7 +163,9 @@ def guide_features(model, guide_image, layers, max_side=GUIDE_MAX_SIDE):
 
     with torch.no_grad():
         activations = model.activations(fit_within(guide_image, max_side), layers)
-    return {layer: activation[0].flatten(1).contiguous() for layer, activation in activations.items()}
+    return {
+        layer: activation[0].flatten(1).contiguous() for layer, activation in activations.items()
+    }
 
 
 def guided(objective, features):
@@ -154,7 +174,10 @@ def guided(objective, features):
     Channel terms stay as they are: they already say what to look for. `features` is the
     `guide_features` dict and must hold every layer with an L2 term.
     """
-    parts = [weight * guide(layer, features[layer]) if measure is mean_square
-             else Objective([(weight, layer, measure)])
-             for weight, layer, measure in objective.terms]
+    parts = [
+        weight * guide(layer, features[layer])
+        if measure is mean_square
+        else Objective([(weight, layer, measure)])
+        for weight, layer, measure in objective.terms
+    ]
     return sum(parts[1:], parts[0])

@@ -19,7 +19,8 @@ from .sweep import sweep_items
 
 @dataclass(frozen=True)
 class Layout:
-    """Where every file of the workflow goes: patterns with Snakemake wildcards, and their fillers."""
+    """Where every file of the workflow goes: patterns with Snakemake wildcards, and their
+    fillers."""
 
     work: str
     results: str
@@ -93,7 +94,9 @@ class InputPlan:
         return self.zoom_frames or extracted
 
     def raw_frame(self, number):
-        return f"{self.layout.frames.format(name=self.name)}/{frame_name(number)}.{self.frame_format}"
+        return (
+            f"{self.layout.frames.format(name=self.name)}/{frame_name(number)}.{self.frame_format}"
+        )
 
     def dreamed_frame(self, number):
         return self.layout.dreamed.format(
@@ -135,9 +138,7 @@ class InputPlan:
 
     @property
     def encode_settings(self):
-        return settings_text(
-            {key: self.settings[key] for key in ("frames", "encode")}
-        )
+        return settings_text({key: self.settings[key] for key in ("frames", "encode")})
 
 
 def dream_threads(setting, chained, cores):
@@ -150,7 +151,8 @@ def dream_threads(setting, chained, cores):
 
 
 def job_settings(settings):
-    """The settings a dream job needs, and nothing else: changing encode settings reruns no dream."""
+    """The settings a dream job needs, and nothing else: changing encode settings reruns no
+    dream."""
     return JobSettings(
         dream=settings["dream"],
         blend=settings["blend"],

@@ -29,7 +29,9 @@ def check(schedule):
     if mode == "segments":
         every = schedule.get("every", 1)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"layer schedule 'every' must be an integer of at least 1, not {every!r}")
+            raise ValueError(
+                f"layer schedule 'every' must be an integer of at least 1, not {every!r}"
+            )
 
 
 def _as_terms(item):

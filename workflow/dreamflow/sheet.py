@@ -21,11 +21,14 @@ def contact_sheet(images, labels, columns=3):
     cell_width = max(image.shape[1] for image in images)
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (GAP + columns * (cell_width + GAP),
-                              GAP + rows * (cell_height + LABEL_HEIGHT + GAP)), BACKGROUND)
+    sheet = Image.new(
+        "RGB",
+        (GAP + columns * (cell_width + GAP), GAP + rows * (cell_height + LABEL_HEIGHT + GAP)),
+        BACKGROUND,
+    )
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         row, column = divmod(index, columns)
         left = GAP + column * (cell_width + GAP)
         top = GAP + row * (cell_height + LABEL_HEIGHT + GAP)

@@ -8,7 +8,8 @@ from .naming import safe, terms_label
 
 
 def item_terms(item):
-    """One sweep item as a list of terms: a term, a list of terms, or 'a+b:3' from the command line."""
+    """One sweep item as a list of terms: a term, a list of terms, or 'a+b:3' from the command
+    line."""
     if isinstance(item, str):
         return [term for term in item.split("+") if term]
     if isinstance(item, dict):
@@ -17,7 +18,8 @@ def item_terms(item):
 
 
 def sweep_items(items):
-    """{item name: terms}, numbered so that file names sort in the order given: '01-block8+block10-3'."""
+    """{item name: terms}, numbered so that file names sort in the order given:
+    '01-block8+block10-3'."""
     named = {}
     for index, item in enumerate(items, start=1):
         terms = item_terms(item)

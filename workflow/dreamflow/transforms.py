@@ -15,7 +15,8 @@ def random_shift(generator, max_shift):
 
 
 def shift(image, offset):
-    """Roll the image by (dy, dx), wrapping around: jitter, so no pixel sits at one spot in the net."""
+    """Roll the image by (dy, dx), wrapping around: jitter, so no pixel sits at one spot in the
+    net."""
     return torch.roll(image, shifts=offset, dims=(2, 3))
 
 
@@ -25,7 +26,8 @@ def unshift(image, offset):
 
 
 def zoom(image, factor, angle=0.0):
-    """Zoom into the centre by `factor` (>1 zooms in) and rotate by `angle` degrees, same size, bilinear.
+    """Zoom into the centre by `factor` (>1 zooms in) and rotate by `angle` degrees, same size,
+    bilinear.
 
     Corners that rotation or zooming out reveal are filled by reflection, not black, so the next
     dream has something to work on there.
@@ -35,10 +37,18 @@ def zoom(image, factor, angle=0.0):
     height, width = image.shape[-2:]
     cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     # affine_grid works in [-1, 1] per axis; the aspect terms make the rotation rigid in pixels
-    theta = torch.tensor([[cos, -sin * height / width, 0.0],
-                          [sin * width / height, cos, 0.0]], dtype=image.dtype, device=image.device) / factor
+    theta = (
+        torch.tensor(
+            [[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],
+            dtype=image.dtype,
+            device=image.device,
+        )
+        / factor
+    )
     grid = F.affine_grid(theta.unsqueeze(0), list(image.shape), align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def fit_within(image, max_side):

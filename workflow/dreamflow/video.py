@@ -25,8 +25,10 @@ def tool(name):
     wanted = os.environ.get(f"DREAMFLOW_{name.upper()}", name)
     found = shutil.which(wanted)
     if found is None:
-        raise DreamflowError(f"{name} not found (looked for '{wanted}'): install ffmpeg, "
-                             f"e.g. apt-get install ffmpeg, or set DREAMFLOW_{name.upper()} to its path")
+        raise DreamflowError(
+            f"{name} not found (looked for '{wanted}'): install ffmpeg, "
+            f"e.g. apt-get install ffmpeg, or set DREAMFLOW_{name.upper()} to its path"
+        )
     return found
 
 
@@ -53,24 +55,48 @@ def _rotation(stream):
 
 
 def probe(path):
-    """Describe an input: kind, fps, display size, rotation, audio, frame count (estimated for videos)."""
+    """Describe an input: kind, fps, display size, rotation, audio, frame count (estimated for
+    videos)."""
     kind = input_kind(path)
     if kind == "folder":
         files = folder_images(path)
         height, width = read_rgb(files[0]).shape[:2]
-        return {"kind": kind, "path": path, "files": files, "frame_count": len(files),
-                "fps": str(FOLDER_DEFAULT_FPS), "width": width, "height": height, "rotation": 0, "audio": None}
+        return {
+            "kind": kind,
+            "path": path,
+            "files": files,
+            "frame_count": len(files),
+            "fps": str(FOLDER_DEFAULT_FPS),
+            "width": width,
+            "height": height,
+            "rotation": 0,
+            "audio": None,
+        }
     if kind == "image":
         height, width = read_rgb(path).shape[:2]
-        return {"kind": kind, "path": path, "files": [path], "frame_count": 1,
-                "fps": str(FOLDER_DEFAULT_FPS), "width": width, "height": height, "rotation": 0, "audio": None}
+        return {
+            "kind": kind,
+            "path": path,
+            "files": [path],
+            "frame_count": 1,
+            "fps": str(FOLDER_DEFAULT_FPS),
+            "width": width,
+            "height": height,
+            "rotation": 0,
+            "audio": None,
+        }
     try:
         info = ffmpeg.probe(path, cmd=tool("ffprobe"))
     except ffmpeg.Error as error:
-        detail = error.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown format"]
+        detail = error.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
+            "unknown format"
+        ]
         raise DreamflowError(f"not a video: {path} ({detail[0]})") from None
-    videos = [s for s in info["streams"] if s.get("codec_type") == "video"
-              and not s.get("disposition", {}).get("attached_pic")]
+    videos = [
+        s
+        for s in info["streams"]
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
     if not videos:
         raise DreamflowError(f"not a video: {path} has no video stream")
     stream = videos[0]
@@ -86,26 +112,47 @@ def probe(path):
     if rotation in (90, 270):
         width, height = height, width
     audio = next((s for s in info["streams"] if s.get("codec_type") == "audio"), None)
-    return {"kind": kind, "path": path, "frame_count": frame_count, "fps": str(fps),
-            "width": width, "height": height, "rotation": rotation,
-            "audio": audio and {"codec": audio.get("codec_name"), "index": audio["index"]}}
+    return {
+        "kind": kind,
+        "path": path,
+        "frame_count": frame_count,
+        "fps": str(fps),
+        "width": width,
+        "height": height,
+        "rotation": rotation,
+        "audio": audio and {"codec": audio.get("codec_name"), "index": audio["index"]},
+    }
 
 
 def plan(probed, frames_settings):
     """What extraction will produce: output fps, source frame range, and the time span it covers."""
     source_fps = Fraction(probed["fps"])
-    first, last = select_range(probed["frame_count"], source_fps,
-                               frames_settings["start"], frames_settings["end"],
-                               frames_settings["start_time"], frames_settings["end_time"])
-    fps = Fraction(frames_settings["fps"]).limit_denominator(1001) if frames_settings["fps"] else source_fps
+    first, last = select_range(
+        probed["frame_count"],
+        source_fps,
+        frames_settings["start"],
+        frames_settings["end"],
+        frames_settings["start_time"],
+        frames_settings["end_time"],
+    )
+    fps = (
+        Fraction(frames_settings["fps"]).limit_denominator(1001)
+        if frames_settings["fps"]
+        else source_fps
+    )
     open_ended = frames_settings["end"] is None and frames_settings["end_time"] is None
-    return {"fps": str(fps), "first": first, "last": None if open_ended else last,
-            "start_seconds": float((first - 1) / source_fps),
-            "end_seconds": None if open_ended else float(last / source_fps)}
+    return {
+        "fps": str(fps),
+        "first": first,
+        "last": None if open_ended else last,
+        "start_seconds": float((first - 1) / source_fps),
+        "end_seconds": None if open_ended else float(last / source_fps),
+    }
 
 
 def target_size(width, height, wanted_width):
-    """Frame size after scaling to `wanted_width` (height keeps the aspect ratio, rounded to even)."""
+    """Frame size after scaling to `wanted_width` (height keeps the aspect ratio, rounded to
+    even)."""
     if not wanted_width:
         return width, height
     return wanted_width, max(2, round(height * wanted_width / width / 2) * 2)
@@ -135,8 +182,10 @@ def extract(probed, frames_settings, out_dir, threads=1):
             _extract_images(probed, frames_settings, extraction, staging, suffix)
         count = len([n for n in os.listdir(staging) if n.endswith(suffix)])
         if count == 0:
-            raise DreamflowError(f"no frames extracted from {probed['path']} "
-                                 f"(frame range starts at frame {extraction['first']})")
+            raise DreamflowError(
+                f"no frames extracted from {probed['path']} "
+                f"(frame range starts at frame {extraction['first']})"
+            )
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(staging, out_dir)
     finally:
@@ -148,7 +197,9 @@ def _extract_video(probed, frames_settings, extraction, staging, suffix, threads
     input_options = {"ss": extraction["start_seconds"]} if extraction["start_seconds"] else {}
     if extraction["end_seconds"] is not None:
         input_options["t"] = extraction["end_seconds"] - extraction["start_seconds"]
-    stream = ffmpeg.input(probed["path"], **input_options).video.filter("fps", fps=extraction["fps"])
+    stream = ffmpeg.input(probed["path"], **input_options).video.filter(
+        "fps", fps=extraction["fps"]
+    )
     width, height = target_size(probed["width"], probed["height"], frames_settings["width"])
     if (width, height) != (probed["width"], probed["height"]):
         stream = stream.filter("scale", width, height, flags="lanczos")
@@ -158,9 +209,11 @@ def _extract_video(probed, frames_settings, extraction, staging, suffix, threads
     else:
         output_options["pix_fmt"] = "rgb24"
     pattern = os.path.join(staging, f"%0{FRAME_DIGITS}d{suffix}")
-    arguments = (ffmpeg.output(stream, pattern, **output_options)
-                 .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-                 .compile(cmd=tool("ffmpeg"), overwrite_output=True))
+    arguments = (
+        ffmpeg.output(stream, pattern, **output_options)
+        .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+        .compile(cmd=tool("ffmpeg"), overwrite_output=True)
+    )
     run_ffmpeg(arguments, f"extract frames from {probed['path']}")
 
 
@@ -169,12 +222,16 @@ def _extract_images(probed, frames_settings, extraction, staging, suffix):
 
     last = extraction["last"] or len(probed["files"])
     size = target_size(probed["width"], probed["height"], frames_settings["width"])
-    for number, path in enumerate(probed["files"][extraction["first"] - 1:last], start=1):
+    for number, path in enumerate(probed["files"][extraction["first"] - 1 : last], start=1):
         array = read_rgb(path)
         if (array.shape[1], array.shape[0]) != size:
             # every frame of a sequence must share one size: the first image's, after scaling
             array = Image.fromarray(array).resize(size, Image.LANCZOS)
-        write_rgb(array, os.path.join(staging, frame_name(number) + suffix), frames_settings["jpg_quality"])
+        write_rgb(
+            array,
+            os.path.join(staging, frame_name(number) + suffix),
+            frames_settings["jpg_quality"],
+        )
 
 
 def encode(probed, frames_settings, encode_settings, frame_paths, output, threads=1):
@@ -186,23 +243,35 @@ def encode(probed, frames_settings, encode_settings, frame_paths, output, thread
     pattern = os.path.join(os.path.dirname(frame_paths[0]), f"%0{FRAME_DIGITS}d{suffix}")
     fps = Fraction(extraction["fps"])
     # trim, not -frames:v (which drops the audio): stale frames past the count are left out
-    streams = [ffmpeg.input(pattern, framerate=extraction["fps"], start_number=1).video
-               .trim(end_frame=len(frame_paths))
-               .filter("crop", "trunc(iw/2)*2", "trunc(ih/2)*2")]  # yuv420p needs even sides
-    options = {"vcodec": encode_settings["codec"], "crf": encode_settings["crf"],
-               "preset": encode_settings["preset"], "pix_fmt": "yuv420p", "movflags": "+faststart",
-               "threads": threads}
+    streams = [
+        ffmpeg.input(pattern, framerate=extraction["fps"], start_number=1)
+        .video.trim(end_frame=len(frame_paths))
+        .filter("crop", "trunc(iw/2)*2", "trunc(ih/2)*2")
+    ]  # yuv420p needs even sides
+    options = {
+        "vcodec": encode_settings["codec"],
+        "crf": encode_settings["crf"],
+        "preset": encode_settings["preset"],
+        "pix_fmt": "yuv420p",
+        "movflags": "+faststart",
+        "threads": threads,
+    }
     if encode_settings["codec"] == "libx265":
         options["tag:v"] = "hvc1"  # lets Apple players open it
     audio = probed.get("audio")
     if audio and encode_settings["audio"]:
-        streams.append(ffmpeg.input(probed["path"], ss=extraction["start_seconds"],
-                                    t=float(len(frame_paths) / fps))["a:0"])
+        streams.append(
+            ffmpeg.input(
+                probed["path"], ss=extraction["start_seconds"], t=float(len(frame_paths) / fps)
+            )["a:0"]
+        )
         options["acodec"] = "copy" if audio["codec"] in AUDIO_COPY_CODECS else "aac"
     with atomic_path(output) as temporary:
-        arguments = (ffmpeg.output(*streams, temporary, format="mp4", **options)
-                     .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
-                     .compile(cmd=tool("ffmpeg"), overwrite_output=True))
+        arguments = (
+            ffmpeg.output(*streams, temporary, format="mp4", **options)
+            .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+            .compile(cmd=tool("ffmpeg"), overwrite_output=True)
+        )
         run_ffmpeg(arguments, f"encode {output}")
 
 

@@ -10,19 +10,19 @@ rule dream_frame:
         unpack(dream_frame_inputs),
     output:
         frame=LAYOUT.dreamed,
+    log:
+        LAYOUT.log("dream/{frame}.{ext}"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    threads: PLAN.uniform_threads or dream_frame_threads
     params:
         # few functions: Snakemake calls every input and params function once per job, which
         # dominates DAG building for long videos. The settings stay a param of their own: params
         # derived from input are left out of Snakemake's rerun-on-params-change check.
         settings=dream_frame_settings,
         paths=dream_frame_paths,
-    threads: PLAN.uniform_threads or dream_frame_threads
-    log:
-        LAYOUT.log("dream/{frame}.{ext}"),
     message:
         "Dreaming frame {wildcards.frame} of {wildcards.name}"
-    conda:
-        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow dream-frame {params.paths:q} --number {wildcards.frame}"
         " --settings {params.settings:q} --threads {threads} -o {output.frame:q} 2> {log:q}"
@@ -34,15 +34,15 @@ rule sweep_layer:
         unpack(sweep_layer_inputs),
     output:
         image=LAYOUT.sweep_image,
-    params:
-        settings=lambda wildcards: PLAN[wildcards.name].sweep[wildcards.item],
-    threads: PLAN.uniform_threads or dream_frame_threads
     log:
         LAYOUT.log("sweep/{item}.{ext}"),
-    message:
-        "Dreaming {wildcards.name} with {wildcards.item}"
     conda:
         "../../envs/dreamflow.yaml"
+    threads: PLAN.uniform_threads or dream_frame_threads
+    params:
+        settings=lambda wildcards: PLAN[wildcards.name].sweep[wildcards.item],
+    message:
+        "Dreaming {wildcards.name} with {wildcards.item}"
     shell:
         "dreamflow dream-frame --frame {input.frame:q} --number 1"
         " --settings {params.settings:q} --threads {threads} -o {output.image:q} 2> {log:q}"
@@ -54,15 +54,15 @@ rule contact_sheet:
         images=sweep_images,
     output:
         sheet=LAYOUT.sweep_sheet,
+    log:
+        LAYOUT.log("contact_sheet"),
+    conda:
+        "../../envs/dreamflow.yaml"
     params:
         labels=sweep_labels,
         columns=lambda wildcards: PLAN[wildcards.name].settings["sweep"]["columns"],
-    log:
-        LAYOUT.log("contact_sheet"),
     message:
         "Making the contact sheet of {wildcards.name}"
-    conda:
-        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow contact-sheet {input.images:q} --labels {params.labels:q}"
         " --columns {params.columns} -o {output.sheet:q} 2> {log:q}"

@@ -7,17 +7,17 @@ rule encode:
         frames=dreamed_frames,
     output:
         video=LAYOUT.video,
+    log:
+        LAYOUT.log("encode"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    threads: PLAN.ffmpeg_threads
     params:
         settings=lambda wildcards: PLAN[wildcards.name].encode_settings,
         frames_dir=lambda wildcards, input: os.path.dirname(input.frames[0]),
         frame_count=lambda wildcards, input: len(input.frames),
-    threads: PLAN.ffmpeg_threads
-    log:
-        LAYOUT.log("encode"),
     message:
         "Encoding {output.video}"
-    conda:
-        "../../envs/dreamflow.yaml"
     shell:
         "dreamflow encode --probe {input.probe:q} --settings {params.settings:q}"
         " --frames-dir {params.frames_dir:q} --count {params.frame_count} --threads {threads}"
@@ -32,9 +32,9 @@ rule publish_image:
         image=LAYOUT.image,
     log:
         LAYOUT.log("publish.{ext}"),
-    message:
-        "Publishing {output.image}"
     conda:
         "../../envs/dreamflow.yaml"
+    message:
+        "Publishing {output.image}"
     shell:
         "cp {input.frame:q} {output.image:q} 2> {log:q}"

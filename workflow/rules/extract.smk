@@ -8,10 +8,10 @@ rule probe:
         probe=LAYOUT.probe,
     log:
         LAYOUT.log("probe"),
-    message:
-        "Probing input {wildcards.name}"
     conda:
         "../../envs/dreamflow.yaml"
+    message:
+        "Probing input {wildcards.name}"
     shell:
         "dreamflow probe {input:q} -o {output.probe:q} 2> {log:q}"
 
@@ -22,15 +22,15 @@ checkpoint extract_frames:
         probe=rules.probe.output.probe,
     output:
         frames=directory(LAYOUT.frames),
-    params:
-        settings=lambda wildcards: PLAN[wildcards.name].frames_settings,
-    threads: PLAN.ffmpeg_threads
     log:
         LAYOUT.log("extract"),
-    message:
-        "Extracting frames of {wildcards.name}"
     conda:
         "../../envs/dreamflow.yaml"
+    threads: PLAN.ffmpeg_threads
+    params:
+        settings=lambda wildcards: PLAN[wildcards.name].frames_settings,
+    message:
+        "Extracting frames of {wildcards.name}"
     shell:
         "dreamflow extract --probe {input.probe:q} --settings {params.settings:q}"
         " --threads {threads} -o {output.frames:q} 2> {log:q}"

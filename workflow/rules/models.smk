@@ -12,14 +12,14 @@ localrules:
 rule fetch_model:
     output:
         weights=os.path.join(torch_cache_dir(), "{weights_file}"),
-    params:
-        model=lambda wildcards: model_of_weights_file(wildcards.weights_file),
     log:
         f"{LAYOUT.work}/logs/fetch_model/{{weights_file}}.log",
-    message:
-        "Fetching {output.weights}"
     conda:
         "../../envs/dreamflow.yaml"
+    params:
+        model=lambda wildcards: model_of_weights_file(wildcards.weights_file),
+    message:
+        "Fetching {output.weights}"
     shell:
         "dreamflow fetch-models --model {params.model} > {log:q} 2>&1"
 

@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -25,12 +24,11 @@ import time
 from ..errors import DreamflowError
 from . import protocol
 from .paths import package_root, prepare_dir, server_paths
-from .protocol import Broken, NoServer, Unavailable
+from .protocol import PING_TIMEOUT, Broken, NoServer, Unavailable, ping
 
 DEFAULT_IDLE = 10.0
 START_TIMEOUT = 120.0  # a server binds its socket before importing torch, so this is rarely reached
 MAX_STARTS = 3  # the first start plus two restarts after a server died under a request
-PING_TIMEOUT = 10.0  # a live server answers a ping at once, even while it imports torch
 LOG_MAX_BYTES = 1 << 20  # a log beyond this is moved to .log.old when the next server starts
 
 
@@ -47,21 +45,12 @@ def idle_seconds(env=None):
     try:
         value = float(text)
     except ValueError:
-        raise DreamflowError(f"environment variable DREAMFLOW_SERVER_IDLE: '{text}' is not a "
-                             "number of seconds") from None
+        raise DreamflowError(
+            f"environment variable DREAMFLOW_SERVER_IDLE: '{text}' is not a number of seconds"
+        ) from None
     if value < 0:
         raise DreamflowError(f"environment variable DREAMFLOW_SERVER_IDLE: {text} is negative")
     return value
-
-
-def ping(socket_path, timeout=PING_TIMEOUT):
-    """The server's status ({"pid", "cwd", "ready", "dreaming", "served", ...}), or None when none
-    answers."""
-    try:
-        reply = protocol.exchange(socket_path, {"op": protocol.STATUS}, timeout)
-    except (NoServer, Broken, Unavailable):
-        return None
-    return reply if reply.get("status") == protocol.OK else None
 
 
 def stop(socket_path, timeout=PING_TIMEOUT):
@@ -91,8 +80,16 @@ def _locked(path, deadline):
 
 
 def server_command(socket_path, idle):
-    return [sys.executable, "-m", "dreamflow", "serve", "--socket", socket_path,
-            "--idle", str(idle)]
+    return [
+        sys.executable,
+        "-m",
+        "dreamflow",
+        "serve",
+        "--socket",
+        socket_path,
+        "--idle",
+        str(idle),
+    ]
 
 
 def spawn(paths, env=None):
@@ -107,9 +104,16 @@ def spawn(paths, env=None):
     command = server_command(paths.socket, idle_seconds(env))
     try:
         with open(paths.log, "ab") as log:
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=os.getcwd(), env=child_env,
-                                    start_new_session=True, close_fds=True)
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=os.getcwd(),
+                env=child_env,
+                start_new_session=True,
+                close_fds=True,
+            )
     except OSError as error:
         raise Unavailable(f"cannot start the server ({shlex.join(command)}): {error}") from None
 
@@ -140,12 +144,6 @@ def ensure_server(paths, env=None):
         raise Unavailable(f"the server did not answer within {START_TIMEOUT:g} s; see {paths.log}")
 
 
-def dreamer_identity():
-    """Who dreamed a frame, for the job's log: which Python on which host (inside a container, the
-    container's Python and host name), so a log shows where the work ran."""
-    return f"pid {os.getpid()}, python {sys.executable}, host {socket.gethostname()}"
-
-
 def request_dream(job, env=None, notes=sys.stderr):
     """Have the server dream the FrameJob `job`; True once it has, False when the caller must dream
     in-process.
@@ -172,8 +170,11 @@ def request_dream(job, env=None, notes=sys.stderr):
                 continue
             status = reply.get("status")
             if status == protocol.OK:
-                print(f"dreamflow: dreamed by the model server: {reply.get('dreamer')}", file=notes,
-                      flush=True)
+                print(
+                    f"dreamflow: dreamed by the model server: {reply.get('dreamer')}",
+                    file=notes,
+                    flush=True,
+                )
                 return True
             if status == protocol.ERROR:
                 raise DreamflowError(reply.get("message", "the server reported an error"))
@@ -188,6 +189,9 @@ def request_dream(job, env=None, notes=sys.stderr):
         note = " ".join(str(error).split())
         if not isinstance(error, Unavailable):
             note = f"{type(error).__name__}: {note}"
-        print(f"dreamflow: note: no model server ({note}); dreaming in-process", file=notes,
-              flush=True)
+        print(
+            f"dreamflow: note: no model server ({note}); dreaming in-process",
+            file=notes,
+            flush=True,
+        )
         return False

@@ -17,8 +17,15 @@ from .protocol import Unavailable
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes including the terminating NUL
 # environment variables that change what a dream computes or which code runs it: a server serves
 # only clients whose values are its own
-IDENTITY_ENV = ("TORCH_HOME", "XDG_CACHE_HOME", "HOME", "CUDA_VISIBLE_DEVICES", "PYTHONPATH",
-                "LD_LIBRARY_PATH", "LD_PRELOAD")
+IDENTITY_ENV = (
+    "TORCH_HOME",
+    "XDG_CACHE_HOME",
+    "HOME",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONPATH",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+)
 
 
 def server_dir(env=None):
@@ -44,9 +51,14 @@ def identity(cwd=None, env=None):
         cpus = os.cpu_count()
     umask = os.umask(0o077)  # reading the umask means setting it; the server's files get this one
     os.umask(umask)
-    return {"cwd": os.path.abspath(cwd or os.getcwd()), "python": sys.executable,
-            "package": package_root(), "cpus": cpus, "umask": umask,
-            "env": {name: env.get(name) for name in IDENTITY_ENV}}
+    return {
+        "cwd": os.path.abspath(cwd or os.getcwd()),
+        "python": sys.executable,
+        "package": package_root(),
+        "cpus": cpus,
+        "umask": umask,
+        "env": {name: env.get(name) for name in IDENTITY_ENV},
+    }
 
 
 class ServerPaths:
@@ -57,7 +69,8 @@ class ServerPaths:
         self.key = key
         base = os.path.join(directory, key)
         self.socket, self.lock, self.pid, self.log = (
-            base + end for end in (".sock", ".lock", ".pid", ".log"))
+            base + end for end in (".sock", ".lock", ".pid", ".log")
+        )
 
 
 def server_paths(cwd=None, env=None):
@@ -69,18 +82,22 @@ def server_paths(cwd=None, env=None):
 def prepare_dir(paths):
     """Create the socket directory (mode 0700) and check that only this user can use it."""
     if len(os.fsencode(paths.socket)) > SOCKET_PATH_MAX:
-        raise Unavailable(f"socket path {paths.socket} is longer than {SOCKET_PATH_MAX} bytes: "
-                          "set DREAMFLOW_SERVER_DIR to a shorter directory")
+        raise Unavailable(
+            f"socket path {paths.socket} is longer than {SOCKET_PATH_MAX} bytes: "
+            "set DREAMFLOW_SERVER_DIR to a shorter directory"
+        )
     try:
         os.makedirs(paths.directory, mode=0o700, exist_ok=True)
         info = os.stat(paths.directory)
     except OSError as error:
-        raise Unavailable(f"cannot create the server directory {paths.directory}: "
-                          f"{error.strerror}") from None
+        raise Unavailable(
+            f"cannot create the server directory {paths.directory}: {error.strerror}"
+        ) from None
     if info.st_uid != os.getuid():
         raise Unavailable(f"server directory {paths.directory} belongs to another user")
     if info.st_mode & 0o002:
-        raise Unavailable(f"server directory {paths.directory} is writable by everyone: "
-                          "chmod 700 it")
+        raise Unavailable(
+            f"server directory {paths.directory} is writable by everyone: chmod 700 it"
+        )
     if not os.access(paths.directory, os.W_OK | os.X_OK):
         raise Unavailable(f"server directory {paths.directory} is not writable")

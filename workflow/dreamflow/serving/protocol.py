@@ -9,13 +9,16 @@ start another and send again).
 
 import errno
 import json
+import os
 import socket
+import sys
 
 STATUS, STOP, DREAM = "status", "stop", "dream"
 OK, ERROR, FAILED, UNAVAILABLE, RETRY = "ok", "error", "failed", "unavailable", "retry"
 MAX_REQUEST_BYTES = 1 << 20
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # a client writes its whole request at once
+PING_TIMEOUT = 10.0  # a live server answers a ping at once, even while it imports torch
 
 
 class Unavailable(Exception):
@@ -45,7 +48,7 @@ def exchange(socket_path, message, timeout):
         connection.settimeout(min(CONNECT_TIMEOUT, timeout) if timeout else CONNECT_TIMEOUT)
         try:
             connection.connect(socket_path)
-        except (FileNotFoundError, ConnectionRefusedError, socket.timeout) as error:
+        except (TimeoutError, FileNotFoundError, ConnectionRefusedError) as error:
             raise NoServer(str(error)) from None
         except OSError as error:
             if error.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOTSOCK):
@@ -60,7 +63,7 @@ def exchange(socket_path, message, timeout):
                 if not chunk:
                     raise Broken("the server closed the connection before replying")
                 data += chunk
-        except (socket.timeout, OSError) as error:
+        except (TimeoutError, OSError) as error:
             raise Broken(str(error) or type(error).__name__) from None
     finally:
         connection.close()
@@ -92,3 +95,19 @@ def read_request(connection):
 def send_reply(connection, reply):
     connection.settimeout(READ_TIMEOUT)
     connection.sendall(encode(reply))
+
+
+def ping(socket_path, timeout=PING_TIMEOUT):
+    """The server's status ({"pid", "cwd", "ready", "dreaming", "served", ...}), or None when none
+    answers."""
+    try:
+        reply = exchange(socket_path, {"op": STATUS}, timeout)
+    except (NoServer, Broken, Unavailable):
+        return None
+    return reply if reply.get("status") == OK else None
+
+
+def dreamer_identity():
+    """Who dreamed a frame, for the job's log: which Python on which host (inside a container, the
+    container's Python and host name), so a log shows where the work ran."""
+    return f"pid {os.getpid()}, python {sys.executable}, host {socket.gethostname()}"

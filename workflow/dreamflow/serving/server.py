@@ -36,7 +36,6 @@ import traceback
 from ..errors import DreamflowError
 from ..job import FrameJob
 from . import protocol
-from .client import dreamer_identity, ping
 from .gate import ThreadGate
 
 DEFAULT_MODELS = 2
@@ -95,9 +94,16 @@ def dreamer_key(dream_settings, threads):
             weights = models.default_weights_file(dream_settings.get("model"))
         except (DreamflowError, KeyError, TypeError):
             weights = None
-    return json.dumps([dream_settings, threads, _file_signature(weights),
-                       _file_signature(dream_settings.get("guide"))],
-                      sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        [
+            dream_settings,
+            threads,
+            _file_signature(weights),
+            _file_signature(dream_settings.get("guide")),
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
 
 
 class DreamerCache:
@@ -135,8 +141,10 @@ class DreamerCache:
                         if self._entries.get(key) is entry:
                             del self._entries[key]
                     raise
-                log(f"loaded {dream_settings.get('model')} in {time.monotonic() - started:.1f} s "
-                    f"(threads: {threads})")
+                log(
+                    f"loaded {dream_settings.get('model')} in {time.monotonic() - started:.1f} s "
+                    f"(threads: {threads})"
+                )
             return entry.dreamer
 
 
@@ -178,7 +186,7 @@ class Server:
         try:
             listener.bind(self.socket_path)
         except OSError:
-            if ping(self.socket_path):
+            if protocol.ping(self.socket_path):
                 listener.close()
                 return None
             with contextlib.suppress(FileNotFoundError):
@@ -236,7 +244,7 @@ class Server:
             while not self._should_leave():
                 try:
                     connection, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 self._start_handler(connection)
             # no client can connect once the file is gone; serve those that connected before
@@ -283,10 +291,18 @@ class Server:
 
     def _status(self):
         with self._state:
-            return {"status": protocol.OK, "pid": os.getpid(), "cwd": self.cwd,
-                    "ready": self.ready.is_set(), "error": self.load_error,
-                    "requests": self._dream_requests, "dreaming": self.dreaming,
-                    "served": self.served, "models": len(self.dreamers), "idle": self.idle}
+            return {
+                "status": protocol.OK,
+                "pid": os.getpid(),
+                "cwd": self.cwd,
+                "ready": self.ready.is_set(),
+                "error": self.load_error,
+                "requests": self._dream_requests,
+                "dreaming": self.dreaming,
+                "served": self.served,
+                "models": len(self.dreamers),
+                "idle": self.idle,
+            }
 
     def _handle(self, connection):
         try:
@@ -324,8 +340,10 @@ class Server:
                     self._last_request = time.monotonic()
         except Exception as error:
             log(f"request failed:\n{traceback.format_exc()}")
-            return {"status": protocol.FAILED,
-                    "message": f"the server failed: {type(error).__name__}: {error}"}
+            return {
+                "status": protocol.FAILED,
+                "message": f"the server failed: {type(error).__name__}: {error}",
+            }
 
     def _same_directory(self, directory):
         try:
@@ -348,8 +366,10 @@ class Server:
             with self._state:
                 self._stopping = True
             self._unlink_socket()
-            return {"status": protocol.RETRY,
-                    "message": f"the server's directory {self.cwd} is gone"}
+            return {
+                "status": protocol.RETRY,
+                "message": f"the server's directory {self.cwd} is gone",
+            }
         import torch
 
         from ..dreamstep import run_job
@@ -374,7 +394,7 @@ class Server:
         with self._state:
             self.served += 1
         log(f"{job.output} in {time.monotonic() - started:.2f} s (threads: {job.threads})")
-        return {"status": protocol.OK, "dreamer": dreamer_identity()}
+        return {"status": protocol.OK, "dreamer": protocol.dreamer_identity()}
 
 
 def _leave(signum, frame):
