@@ -269,20 +269,14 @@ def test_dream_with_an_out_of_range_channel_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
+def sweep(tmp_path, *items):
     write_rgb(pattern_array(), tmp_path / "cat.png")
-    result = dreamflow(
-        "sweep",
-        tmp_path / "cat.png",
-        "--layers",
-        "block2",
-        "block4+block5:1",
-        "--columns",
-        "2",
-        "-o",
-        tmp_path / "sweep",
-        *FAST,
-    )
+    command = ["sweep", tmp_path / "cat.png", "--layers", *items, "--columns", "2"]
+    return dreamflow(*command, "-o", tmp_path / "sweep", *FAST)
+
+
+def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
+    result = sweep(tmp_path, "block2", "block4+block5:1")
     assert result.returncode == 0, result.stderr
     # the workflow's names: sweep/<item>.png beside <name>_sweep.png
     assert sorted(os.listdir(tmp_path / "sweep")) == ["cat_sweep.png", "sweep"]
@@ -296,17 +290,7 @@ def test_sweep_writes_one_image_per_item_and_a_contact_sheet(tmp_path):
 
 
 def test_sweep_checks_every_layer_before_dreaming(tmp_path):
-    write_rgb(pattern_array(), tmp_path / "cat.png")
-    result = dreamflow(
-        "sweep",
-        tmp_path / "cat.png",
-        "--layers",
-        "block2",
-        "blok9",
-        "-o",
-        tmp_path / "sweep",
-        *FAST,
-    )
+    result = sweep(tmp_path, "block2", "blok9")
     assert "unknown layer 'blok9'" in assert_one_line_error(result)
     assert not (tmp_path / "sweep").exists()
 

@@ -304,3 +304,17 @@ def test_a_value_fitting_no_alternative_says_what_is_expected():
         "config key resources.dream_threads: 'many' is not allowed; "
         "expected an integer >= 1 or 'auto'"
     )
+
+
+def test_job_settings_are_checked_whole_and_against_the_schema():
+    from dreamflow.job import JobSettings
+
+    dream = config.resolve_dream(defaults("dream"))
+    config.validate_job_settings(JobSettings(dream, defaults("blend")))
+    without_model = {key: value for key, value in dream.items() if key != "model"}
+    with pytest.raises(DreamflowError, match="config key dream: missing model"):
+        config.validate_job_settings(JobSettings(without_model, defaults("blend")))
+    with pytest.raises(DreamflowError, match="config key blend.mode: 'fade' is not allowed"):
+        config.validate_job_settings(JobSettings(dream, defaults("blend", mode="fade")))
+    with pytest.raises(DreamflowError, match="config key zoom: missing angle, factor"):
+        config.validate_job_settings(JobSettings(dream, defaults("blend"), zoom={"frames": 3}))

@@ -94,25 +94,21 @@ def test_blend_carries_the_previous_dream(finished_plain, finished_blend):
     assert dreamed(plain, "000004.png").read_bytes() != dreamed(blended, "000004.png").read_bytes()
 
 
-def test_changing_a_dream_parameter_reruns_the_dreams(finished_plain, tmp_path):
+@pytest.mark.parametrize(
+    ("section", "change", "dreams"),
+    [("dream", {"step_size": 3.0}, 6), ("encode", {"crf": 30}, 0)],
+    ids=["a dream parameter reruns the dreams", "encode quality only re-encodes"],
+)
+def test_a_changed_setting_reruns_what_depends_on_it(
+    finished_plain, tmp_path, section, change, dreams
+):
     flow = copy_workflow(finished_plain, tmp_path / "copy")
     config = flow.read_config()
-    config["dream"]["step_size"] = 3.0
+    config[section] = {**config.get(section, {}), **change}
     flow.write_config(config)
     result = flow.run()
     assert result.returncode == 0, result.output
-    assert flow.finished(result, "dream_frame") == 6
-    assert flow.finished(result, "encode") == 1
-
-
-def test_changing_only_encode_quality_reencodes_without_dreaming(finished_plain, tmp_path):
-    flow = copy_workflow(finished_plain, tmp_path / "copy")
-    config = flow.read_config()
-    config["encode"] = {"crf": 30}
-    flow.write_config(config)
-    result = flow.run()
-    assert result.returncode == 0, result.output
-    assert flow.finished(result, "dream_frame") == 0
+    assert flow.finished(result, "dream_frame") == dreams
     assert flow.finished(result, "encode") == 1
 
 

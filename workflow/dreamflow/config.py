@@ -14,7 +14,9 @@ from .frames import IMAGE_SUFFIXES, natural_key
 from .models import check_layers, resolve_layers
 from .objectives import parse as parse_objective
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+# workflow/schemas/config.schema.yaml, through the package's link to it, so that an installed
+# package (a container image, a wheel) has its own copy
+SCHEMA_PATH = Path(__file__).parent / "config.schema.yaml"
 SECTIONS = ("dream", "blend", "frames", "encode")
 
 
@@ -162,11 +164,16 @@ def validate_section(section, values):
 
 
 def validate_job_settings(settings):
-    """A frame job's JobSettings checked as config.yaml's are: a job may come from anywhere."""
-    validate_section("dream", settings.dream)
-    validate_section("blend", settings.blend)
-    if settings.zoom is not None:
-        validate_section("zoom", settings.zoom)
+    """A frame job's JobSettings checked as config.yaml's are: a job may come from anywhere. Its
+    sections are complete (the plan fills in every default), so a missing key is an error too."""
+    sections = {"dream": settings.dream, "blend": settings.blend, "zoom": settings.zoom}
+    for section, values in sections.items():
+        if values is None and section == "zoom":
+            continue
+        missing = sorted(set(section_schema(section)["properties"]) - set(values))
+        if missing:
+            raise DreamflowError(f"config key {section}: missing {', '.join(missing)}")
+        validate_section(section, values)
 
 
 def settings_for(config, name):

@@ -63,10 +63,7 @@ class SettingsChecks:
         with self._lock:
             if text in self._passed:
                 return
-        try:
-            config.validate_job_settings(settings)
-        except KeyError as error:  # the layer checks after the schema's need model and layers
-            raise DreamflowError(f"frame job: settings: dream.{error.args[0]} is missing") from None
+        config.validate_job_settings(settings)
         with self._lock:
             if len(self._passed) >= self.MAX_REMEMBERED:
                 self._passed.clear()
