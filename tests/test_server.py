@@ -411,8 +411,13 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
     from dreamflow.job import FrameJob, JobSettings
 
     command = [sys.executable, "-m", "dreamflow", "serve"]  # by hand: this directory's socket
+    # a long idle time: this test stops the server itself, however slow the machine is
     server = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "--idle", "600"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         pid = wait_until(

@@ -170,7 +170,9 @@ def validate_job_settings(settings):
     for section, values in sections.items():
         if values is None and section == "zoom":
             continue
-        missing = sorted(set(section_schema(section)["properties"]) - set(values))
+        schema = section_schema(section)
+        _raise_errors(values, schema, prefix=section)  # wrong values first: they say the most
+        missing = sorted(set(schema["properties"]) - set(values))
         if missing:
             raise DreamflowError(f"config key {section}: missing {', '.join(missing)}")
         validate_section(section, values)
