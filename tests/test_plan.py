@@ -107,6 +107,7 @@ def test_a_sweep_names_its_items_in_order_and_dreams_each_with_its_own_layers(me
     config = {"inputs": {"cat": {"path": str(media / "cat.png"), "sweep": sweep}}}
     cat = Plan(config, cores=2)["cat"]
     assert list(cat.sweep) == ["01-block2", "02-block4-3", "03-block3+block5x0.5"]
+    assert cat.sweep_labels == ["block2", "block4:3", "block3+block5x0.5"]
     layers = [JobSettings.from_text(text).dream["layers"] for text in cat.sweep.values()]
     assert layers == [["block2"], ["block4:3"], ["block3", {"layer": "block5", "weight": 0.5}]]
     assert cat.result == "results/cat/cat_sweep.png"
@@ -128,6 +129,8 @@ def test_weights_come_from_the_users_file_or_the_torch_cache(media, monkeypatch,
     cache = str(tmp_path / "torch" / "hub" / "checkpoints" / "googlenet-1378be20.pth")
     assert [plan[n].weights for n in ("clip", "own", "cat")] == [cache, str(weights), None]
     assert plan.weights_cache_files == [cache]
+    assert plan["clip"].model_inputs == {"weights": cache}  # what each dream job reads
+    assert plan["cat"].model_inputs == {}
 
 
 def test_a_bad_config_is_an_error_naming_the_key(media):
@@ -145,3 +148,11 @@ def test_jobs_find_dreamflow_beside_the_python_running_snakemake_unless_in_a_con
     prefix = job_shell_prefix(str(python), in_container=False)
     assert prefix == f"set -euo pipefail; PATH='{tmp_path}/weird {{{{dir}}}}':\"$PATH\"; "
     assert job_shell_prefix(str(python), in_container=True) == "set -euo pipefail; "
+
+
+def test_a_guide_image_is_an_input_of_every_dream_job(media):
+    config = {
+        "inputs": {"cat": {"path": str(media / "cat.png")}},
+        "dream": {"guide": str(media / "cat.png")},
+    }
+    assert Plan(config, cores=1)["cat"].model_inputs == {"guide": str(media / "cat.png")}

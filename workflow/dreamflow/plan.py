@@ -14,7 +14,7 @@ from .blend import uses_previous_frame
 from .frames import frame_name
 from .job import JobSettings, settings_text
 from .models import TORCHVISION_WEIGHTS, weights_cache_file
-from .sweep import sweep_items
+from .sweep import sheet_labels, sweep_items
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class InputPlan:
     chained: bool  # each dreamed frame starts from the previous dream (blend or zoom)
     job_settings: str  # what every dream job of the input runs with, as stable JSON
     sweep: dict = field(default_factory=dict)  # sweep item -> the job settings that dream it
+    sweep_labels: list = field(default_factory=list)  # the contact sheet's label of each item
+    weights: str | None = None  # the weights file dream jobs read; None for embedded weights
+    model_inputs: dict = field(default_factory=dict)  # guide and weights files of every dream job
 
     @property
     def frame_format(self):
@@ -106,21 +109,6 @@ class InputPlan:
     def dreamed_frames(self, extracted):
         return [self.dreamed_frame(n) for n in range(1, self.frame_count(extracted) + 1)]
 
-    @property
-    def weights(self):
-        """The weights file a dream job reads: the user's, or the torch cache file of a torchvision
-        model (which the fetch_model rule fills); None for embedded weights."""
-        dream = self.settings["dream"]
-        if dream["weights"]:
-            return dream["weights"]
-        if dream["model"] in TORCHVISION_WEIGHTS:
-            return weights_cache_file(dream["model"])
-        return None
-
-    @property
-    def guide(self):
-        return self.settings["dream"]["guide"]
-
     def sweep_image(self, item):
         return self.layout.sweep_image.format(name=self.name, item=item, ext=self.frame_format)
 
@@ -148,6 +136,16 @@ def dream_threads(setting, chained, cores):
     if setting != "auto":
         return setting
     return cores if chained else 1
+
+
+def weights_file(dream):
+    """The weights file a dream job reads: the user's, or the torch cache file of a torchvision
+    model (which the fetch_model rule fills); None for embedded weights."""
+    if dream["weights"]:
+        return dream["weights"]
+    if dream["model"] in TORCHVISION_WEIGHTS:
+        return weights_cache_file(dream["model"])
+    return None
 
 
 def job_settings(settings):
@@ -180,13 +178,28 @@ class Plan:
         )
         threads = dream_threads(self.config["resources"]["dream_threads"], chained, cores)
         job = job_settings(settings)
-        sweep = {}
+        sweep, labels = {}, []
         if settings["sweep"]:
-            for item, terms in sweep_items(settings["sweep"]["layers"]).items():
+            items = sweep_items(settings["sweep"]["layers"])
+            labels = sheet_labels(items)
+            for item, terms in items.items():
                 dream = {**settings["dream"], "layers": terms, "layer_schedule": None}
                 sweep[item] = JobSettings(dream, job.blend, job.zoom, job.jpg_quality).text()
+        weights = weights_file(settings["dream"])
+        model_inputs = {"guide": settings["dream"]["guide"], "weights": weights}
         return InputPlan(
-            name, path, kind, settings, self.layout, threads, chained, job.text(), sweep
+            name=name,
+            path=path,
+            kind=kind,
+            settings=settings,
+            layout=self.layout,
+            threads=threads,
+            chained=chained,
+            job_settings=job.text(),
+            sweep=sweep,
+            sweep_labels=labels,
+            weights=weights,
+            model_inputs={key: file for key, file in model_inputs.items() if file},
         )
 
     def __getitem__(self, name):

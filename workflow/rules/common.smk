@@ -12,7 +12,6 @@ from dreamflow.errors import DreamflowError
 from dreamflow.frames import FRAME_PATTERN, count_frames
 from dreamflow.models import TORCHVISION_WEIGHTS, model_of_weights_file, torch_cache_dir
 from dreamflow.plan import Plan, job_shell_prefix
-from dreamflow.sweep import sheet_labels, sweep_items
 
 
 def all_cores():
@@ -78,10 +77,7 @@ def dream_frame_inputs(wildcards):
     previous = plan.previous(number)
     if previous:
         inputs["previous"] = plan.dreamed_frame(previous)
-    if plan.guide:
-        inputs["guide"] = plan.guide
-    if plan.weights:
-        inputs["weights"] = plan.weights
+    inputs.update(plan.model_inputs)
     return inputs
 
 
@@ -107,21 +103,12 @@ def dream_frame_threads(wildcards):
 def sweep_layer_inputs(wildcards):
     plan = PLAN[wildcards.name]
     frames_folder(wildcards.name)  # orders the job after the extraction
-    inputs = {"frame": plan.raw_frame(1)}
-    if plan.guide:
-        inputs["guide"] = plan.guide
-    if plan.weights:
-        inputs["weights"] = plan.weights
-    return inputs
+    return {"frame": plan.raw_frame(1), **plan.model_inputs}
 
 
 def sweep_images(wildcards):
     plan = PLAN[wildcards.name]
     return [plan.sweep_image(item) for item in plan.sweep]
-
-
-def sweep_labels(wildcards):
-    return sheet_labels(sweep_items(PLAN[wildcards.name].settings["sweep"]["layers"]))
 
 
 def all_targets(wildcards):

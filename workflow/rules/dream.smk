@@ -59,7 +59,7 @@ rule contact_sheet:
     conda:
         "../../envs/dreamflow.yaml"
     params:
-        labels=sweep_labels,
+        labels=lambda wildcards: PLAN[wildcards.name].sweep_labels,
         columns=lambda wildcards: PLAN[wildcards.name].settings["sweep"]["columns"],
     message:
         "Making the contact sheet of {wildcards.name}"
