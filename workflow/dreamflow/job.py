@@ -107,10 +107,6 @@ class FrameJob:
         if not isinstance(self.settings, JobSettings):
             raise DreamflowError("frame job: 'settings' must be JobSettings")
 
-    @property
-    def guide(self):
-        return self.settings.dream.get("guide")
-
     def to_message(self):
         """The job as a JSON-ready mapping, the form it takes on the server's socket."""
         return {
