@@ -197,7 +197,7 @@ def cmd_sweep(args):
     from .dreamstep import Dreamer
     from .images import write_rgb
     from .sheet import contact_sheet
-    from .sweep import sheet_labels, sweep_items
+    from .sweep import item_dream_settings, sheet_labels, sweep_items
 
     items = sweep_items(args.sweep_layers)
     # every item's layers are checked before the first (slow) dream
@@ -206,7 +206,7 @@ def cmd_sweep(args):
     images = []
     for item, terms in items.items():
         # the settings the workflow's sweep jobs run with, so both give the same image
-        dreamer = Dreamer({**dream_settings, "layers": terms, "layer_schedule": None}, args.threads)
+        dreamer = Dreamer(item_dream_settings(dream_settings, terms), args.threads)
         dreamed = dreamer.dream_array(dreamer.start_array(start))
         path = os.path.join(args.output, "sweep", f"{item}.png")
         write_rgb(dreamed, path)

@@ -153,14 +153,20 @@ def section_defaults(section):
 def validate_section(section, values):
     """Validate one section (e.g. the dream settings of a single-image run) against its schema."""
     _raise_errors(values, section_schema(section), prefix=section)
-    if section == "dream":
-        try:
-            check_layers(
-                values["model"],
-                parse_objective(resolve_layers(values["model"], values["layers"])).layers,
-            )
-        except DreamflowError as error:
-            raise DreamflowError(f"dream.layers: {error}") from None
+    _check_section_layers(section, values)
+
+
+def _check_section_layers(section, values):
+    """The layers of a dream section, which has passed its schema, against its model's."""
+    if section != "dream":
+        return
+    try:
+        check_layers(
+            values["model"],
+            parse_objective(resolve_layers(values["model"], values["layers"])).layers,
+        )
+    except DreamflowError as error:
+        raise DreamflowError(f"dream.layers: {error}") from None
 
 
 def validate_job_settings(settings):
@@ -175,7 +181,7 @@ def validate_job_settings(settings):
         missing = sorted(set(schema["properties"]) - set(values))
         if missing:
             raise DreamflowError(f"config key {section}: missing {', '.join(missing)}")
-        validate_section(section, values)
+        _check_section_layers(section, values)
 
 
 def settings_for(config, name):

@@ -5,6 +5,7 @@ no policy of their own. Imports no torch (parsing must stay fast), and nothing o
 is tested like any other module.
 """
 
+import dataclasses
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from .blend import uses_previous_frame
 from .frames import frame_name
 from .job import JobSettings, settings_text
 from .models import TORCHVISION_WEIGHTS, weights_cache_file
-from .sweep import sheet_labels, sweep_items
+from .sweep import item_dream_settings, sheet_labels, sweep_items
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,8 @@ class Plan:
             items = sweep_items(settings["sweep"]["layers"])
             labels = sheet_labels(items)
             for item, terms in items.items():
-                dream = {**settings["dream"], "layers": terms, "layer_schedule": None}
-                sweep[item] = JobSettings(dream, job.blend, job.zoom, job.jpg_quality).text()
+                dream = item_dream_settings(settings["dream"], terms)
+                sweep[item] = dataclasses.replace(job, dream=dream).text()
         weights = weights_file(settings["dream"])
         model_inputs = {"guide": settings["dream"]["guide"], "weights": weights}
         return InputPlan(

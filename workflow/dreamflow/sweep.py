@@ -27,5 +27,10 @@ def sweep_items(items):
     return named
 
 
+def item_dream_settings(dream_settings, terms):
+    """The dream settings of one sweep item: its terms instead of the layers, and no schedule."""
+    return {**dream_settings, "layers": terms, "layer_schedule": None}
+
+
 def sheet_labels(named_items):
     return [terms_label(terms) for terms in named_items.values()]
