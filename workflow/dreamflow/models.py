@@ -144,6 +144,13 @@ TORCHVISION_WEIGHTS = {
     "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth"),
 }
 TORCHVISION_MODELS = tuple(name for name in MODELS if name in TORCHVISION_WEIGHTS)
+# torchvision's RAFT optical flow (flow methods raft_small and raft_large): the weights enum and the
+# file name of the URL of the weights used, the enum's DEFAULT (trained on the most data sets); the
+# flow reads them from the torch cache only, which fetch-models fills
+FLOW_WEIGHTS = {
+    "raft_small": ("Raft_Small_Weights", "raft_small_C_T_V2-01064c6d.pth"),
+    "raft_large": ("Raft_Large_Weights", "raft_large_C_T_SKHT_V2-ff5fadd5.pth"),
+}
 
 # classifier heads: never dreamed on, so they are removed from the network and their keys are
 # dropped from any weights file (a model fine-tuned to other classes, e.g. Places365, loads as well)
@@ -406,23 +413,40 @@ def torch_cache_dir():
 
 
 def weights_url(model):
-    """The URL of a torchvision model's ImageNet weights (IMAGENET1K_V1)."""
+    """The URL of a torchvision model's ImageNet weights (IMAGENET1K_V1), or of a RAFT model's
+    weights (FLOW_WEIGHTS)."""
     import torchvision.models
 
+    if model in FLOW_WEIGHTS:
+        from torchvision.models import optical_flow
+
+        enum, file_name = FLOW_WEIGHTS[model]
+        return next(
+            weights.url
+            for weights in getattr(optical_flow, enum)
+            if weights.url.rsplit("/", 1)[-1] == file_name
+        )
     _torchvision_only(model)
     return getattr(torchvision.models, TORCHVISION_WEIGHTS[model][0]).IMAGENET1K_V1.url
 
 
 def weights_cache_file(model):
-    """Where a torchvision model's weights are read from when no weights file is given:
-    $TORCH_HOME/hub/checkpoints/<file name of the weights URL>, the file torchvision itself uses."""
+    """Where a torchvision model's (or RAFT flow model's) weights are read from when no weights
+    file is given: $TORCH_HOME/hub/checkpoints/<file name of the weights URL>, the file torchvision
+    itself uses."""
+    if model in FLOW_WEIGHTS:
+        return os.path.join(torch_cache_dir(), FLOW_WEIGHTS[model][1])
     _torchvision_only(model)
     return os.path.join(torch_cache_dir(), TORCHVISION_WEIGHTS[model][1])
 
 
 def model_of_weights_file(file_name):
-    """The torchvision model whose cache file is named `file_name`."""
-    return next(model for model, (_, name) in TORCHVISION_WEIGHTS.items() if name == file_name)
+    """The torchvision model (or RAFT flow model) whose cache file is named `file_name`."""
+    return next(
+        model
+        for model, (_, name) in {**TORCHVISION_WEIGHTS, **FLOW_WEIGHTS}.items()
+        if name == file_name
+    )
 
 
 def _torchvision_only(model):
@@ -484,8 +508,16 @@ def layer_shapes(model, height=224, width=224):
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
 
+def flow_network(model):
+    """torchvision's RAFT network of a FLOW_WEIGHTS model, without weights."""
+    from torchvision.models import optical_flow
+
+    return getattr(optical_flow, model)(weights=None)
+
+
 def fetch_weights(model, url=None, source=None):
-    """Put a torchvision model's weights into the torch cache (see weights_cache_file).
+    """Put a torchvision model's or a RAFT flow model's weights into the torch cache (see
+    weights_cache_file).
 
     By default they are downloaded from torchvision's URL; `url` downloads from elsewhere (file://
     works), `source` copies a local file. A file carrying torchvision's file name (as the default
@@ -493,10 +525,11 @@ def fetch_weights(model, url=None, source=None):
     (weights_only=True) that fits the model before it is moved into place, so the cache never holds
     a partial or wrong file. A file already in the cache is kept. Returns the cache path (None for
     an embedded model)."""
-    spec(model)
+    if model not in FLOW_WEIGHTS:
+        spec(model)
     if url and source:
         raise DreamflowError("give a URL or a source file to fetch from, not both")
-    if model not in TORCHVISION_WEIGHTS:
+    if model not in TORCHVISION_WEIGHTS and model not in FLOW_WEIGHTS:
         print(f"{model}: nothing to fetch, its weights are embedded in an installed Python package")
         return None
     target = weights_cache_file(model)
@@ -513,7 +546,10 @@ def fetch_weights(model, url=None, source=None):
             _copy(source, partial)
         else:
             _download(origin, partial, check_hash_of=os.path.basename(target))
-        net, _, _ = ARCHITECTURES[model](init_weights=False)
+        if model in FLOW_WEIGHTS:
+            net = flow_network(model)
+        else:
+            net, _, _ = ARCHITECTURES[model](init_weights=False)
         load_weights(net, partial, model, name=origin)
         os.replace(partial, target)
     finally:
