@@ -105,6 +105,25 @@ def defaults(section, **overrides):
     return values
 
 
+def write_scene_frames(folder, lengths, size=(VIDEO_WIDTH, VIDEO_HEIGHT), shift=3):
+    """An image folder of scenes of `lengths` frames: in each, a texture of its own pans `shift`
+    px per frame, and every other scene is three times darker, so each new scene is a clear cut
+    (ffmpeg's scene score about 0.5). Returns the folder as a string."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    number = 0
+    for scene, length in enumerate(lengths):
+        texture = pattern_array(height, width + shift * length, seed=10 + scene)
+        if scene % 2:
+            texture = texture // 3
+        for index in range(length):
+            number += 1
+            frame = texture[:, shift * index : shift * index + width]
+            Image.fromarray(np.ascontiguousarray(frame)).save(folder / f"img{number}.png")
+    return str(folder)
+
+
 def objective_value(model, objective, image):
     """What `objective` gives for `image` through the model's own activations, as a float: the
     quantity a dream ascends, to check that dreaming raised it."""
@@ -158,6 +177,28 @@ class Workflow:
     def dreamed_in_run(self, result):
         """Frame numbers whose dream job ran, from the rule's message lines."""
         return sorted(int(n) for n in re.findall(r"Dreaming frame (\d+) of", result.output))
+
+    def ran_in_run(self, result, verb):
+        """Node names (000004, 000009-lead) whose job of `verb` (Dreaming, Blending, Optical
+        flow, Crossfading) ran, in the order they started."""
+        return re.findall(rf"{verb} (?:of )?frame (\d+(?:-lead)?) of", result.output)
+
+    def inputs_of_outputs(self):
+        """{output file: (rule, [input files])} of every existing output, as Snakemake's
+        detailed summary gives it: the file-level DAG."""
+        result = self.run("--detailed-summary")
+        assert result.returncode == 0, result.output
+        rows = [line.split("\t") for line in result.stdout.splitlines()[1:] if "\t" in line]
+        return {row[0]: (row[2], [f for f in row[4].split(",") if f]) for row in rows}
+
+    def rule_edges(self):
+        """The DAG's edges as (rule, rule) pairs, every frame job included."""
+        # forcing the dream jobs keeps the finished checkpoints, so every frame job is in the DAG
+        result = self.run("--dag", "--forcerun", "dream_frame")
+        assert result.returncode == 0, result.output
+        rules = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)', result.stdout, re.M))
+        edges = re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M)
+        return {(rules[a], rules[b]) for a, b in edges}
 
     def path(self, *parts):
         return self.directory.joinpath(*parts)

@@ -307,14 +307,31 @@ def test_a_value_fitting_no_alternative_says_what_is_expected():
 
 
 def test_job_settings_are_checked_whole_and_against_the_schema():
-    from dreamflow.job import JobSettings
+    from dreamflow.job import BlendSettings, JobSettings
 
     dream = config.resolve_dream(defaults("dream"))
-    config.validate_job_settings(JobSettings(dream, defaults("blend")))
+    config.validate_job_settings(JobSettings(dream))
     without_model = {key: value for key, value in dream.items() if key != "model"}
     with pytest.raises(DreamflowError, match="config key dream: missing model"):
-        config.validate_job_settings(JobSettings(without_model, defaults("blend")))
-    with pytest.raises(DreamflowError, match="config key blend.mode: 'fade' is not allowed"):
-        config.validate_job_settings(JobSettings(dream, defaults("blend", mode="fade")))
+        config.validate_job_settings(JobSettings(without_model))
     with pytest.raises(DreamflowError, match="config key zoom: missing angle, factor"):
-        config.validate_job_settings(JobSettings(dream, defaults("blend"), zoom={"frames": 3}))
+        config.validate_job_settings(JobSettings(dream, zoom={"frames": 3}))
+    config.validate_job_settings(BlendSettings(defaults("blend")))
+    with pytest.raises(DreamflowError, match="config key blend.mode: 'fade' is not allowed"):
+        config.validate_job_settings(BlendSettings(defaults("blend", mode="fade")))
+    with pytest.raises(DreamflowError, match="config key blend.flow: 'lucas' is not allowed"):
+        config.validate_job_settings(BlendSettings(defaults("blend", flow="lucas")))
+
+
+def test_max_chain_must_leave_room_for_the_overlap_on_both_sides():
+    assert "blend.max_chain: 8 must be more than twice blend.overlap (4)" in error_of(
+        minimal(blend={"max_chain": 8})
+    )
+    config.validate(minimal(blend={"max_chain": 9}))
+
+
+def test_scene_cuts_are_auto_none_or_frame_numbers():
+    config.validate(minimal(scenes={"cuts": [12, 40]}))
+    assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": "sometimes"}))
+    assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": [0]}))
+    assert "config key scenes.threshold" in error_of(minimal(scenes={"threshold": 0}))

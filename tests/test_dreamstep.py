@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dreamflow import config
-from dreamflow.dreamstep import Dreamer, blended_input, pick_device, run_job, zoomed_input
+from dreamflow.dreamstep import Dreamer, pick_device, run_job, zoomed_input
 from dreamflow.errors import DreamflowError
 from dreamflow.images import read_rgb, to_tensor, write_rgb
 from dreamflow.job import FrameJob, JobSettings
@@ -17,38 +17,13 @@ def dreamer():
     return Dreamer(FAST_DREAM, threads=THREADS)
 
 
-def frame_job(dreamer, number, output, frame=None, blend=None, previous=None, zoom=None):
-    """The job the workflow would run for frame `number` on `dreamer` (blend: default settings)."""
-    settings = JobSettings(dream=dreamer.settings, blend=blend or defaults("blend"), zoom=zoom)
+def frame_job(dreamer, number, output, frame=None, previous=None, zoom=None, prepared=False):
+    """The job the workflow would run for frame `number` on `dreamer`."""
+    settings = JobSettings(dream=dreamer.settings, zoom=zoom)
     frame, previous = (None if path is None else str(path) for path in (frame, previous))
-    return FrameJob(number, str(output), settings, THREADS, frame=frame, previous=previous)
-
-
-def test_first_frame_is_dreamed_raw_even_when_blending():
-    frame, previous = pattern_array(seed=1), pattern_array(seed=2)
-    result = blended_input(frame, previous, defaults("blend", mode="constant", factor=1.0), 1)
-    np.testing.assert_array_equal(result, frame)
-
-
-def test_blend_factor_one_gives_the_previous_dream():
-    frame, previous = pattern_array(seed=1), pattern_array(seed=2)
-    result = blended_input(frame, previous, defaults("blend", mode="constant", factor=1.0), 2)
-    np.testing.assert_array_equal(result, previous)
-
-
-def test_blend_mixes_raw_frame_and_previous_dream():
-    frame = np.full((4, 4, 3), 100, np.uint8)
-    previous = np.full((4, 4, 3), 200, np.uint8)
-    result = blended_input(frame, previous, defaults("blend", mode="constant", factor=0.25), 2)
-    assert result.dtype == np.uint8
-    assert result[0, 0].tolist() == [125, 125, 125]
-
-
-def test_previous_dream_of_another_size_is_an_error():
-    with pytest.raises(
-        DreamflowError, match="previous dreamed frame has size 20x10, frame 3 has 64x36"
-    ):
-        blended_input(pattern_array(), pattern_array(10, 20), defaults("blend", mode="constant"), 3)
+    return FrameJob(
+        number, str(output), settings, THREADS, frame=frame, previous=previous, prepared=prepared
+    )
 
 
 def test_cuda_request_without_cuda_names_the_key():
@@ -71,45 +46,15 @@ def test_run_job_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_path):
     assert not np.array_equal(dreamed, frame)
 
 
-def test_blended_frame_without_its_previous_dream_is_an_error(dreamer, tmp_path):
-    write_rgb(pattern_array(), tmp_path / "000002.png")
-    with pytest.raises(
-        DreamflowError, match="blend mode loop needs the previous dreamed frame for frame 2"
-    ):
-        run_job(
-            frame_job(
-                dreamer,
-                2,
-                tmp_path / "out.png",
-                tmp_path / "000002.png",
-                blend=defaults("blend", mode="loop"),
-            ),
-            dreamer,
-        )
-    assert not (tmp_path / "out.png").exists()
-
-
-def test_blended_frame_uses_its_previous_dream(dreamer, tmp_path):
-    """With factor 1 the raw frame is ignored, so the result depends only on the previous dream."""
-    write_rgb(pattern_array(seed=1), tmp_path / "a.png")
-    write_rgb(pattern_array(seed=2), tmp_path / "b.png")
-    write_rgb(pattern_array(seed=3), tmp_path / "previous.png")
-    blend = defaults("blend", mode="constant", factor=1.0)
-    for name in ("a", "b"):
-        run_job(
-            frame_job(
-                dreamer,
-                2,
-                tmp_path / f"{name}-out.png",
-                tmp_path / f"{name}.png",
-                blend,
-                previous=tmp_path / "previous.png",
-            ),
-            dreamer,
-        )
-    np.testing.assert_array_equal(
-        read_rgb(tmp_path / "a-out.png"), read_rgb(tmp_path / "b-out.png")
-    )
+def test_a_prepared_frame_is_dreamed_as_it_is_even_with_a_noise_start(tmp_path):
+    """The blend step already put the noise into a chained frame's start image."""
+    noisy = Dreamer({**FAST_DREAM, "start": "noise"}, threads=THREADS)
+    write_rgb(pattern_array(seed=1), tmp_path / "start.png")
+    run_job(frame_job(noisy, 2, tmp_path / "p.png", tmp_path / "start.png", prepared=True), noisy)
+    run_job(frame_job(noisy, 2, tmp_path / "n.png", tmp_path / "start.png"), noisy)
+    expected = noisy.dream_array(pattern_array(seed=1).copy(), 2)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "p.png"), expected)
+    assert not np.array_equal(read_rgb(tmp_path / "n.png"), expected)
 
 
 # ---- objectives, layer schedules and guides ----

@@ -30,28 +30,89 @@ def plan_of(media, cores=4, **sections):
 
 def test_an_independent_video_has_no_chain_and_one_thread_per_frame(media):
     clip = plan_of(media, blend={"mode": "none"})["clip"]
-    assert (clip.kind, clip.chained, clip.threads) == ("video", False, 1)
-    assert [clip.previous(n) for n in (1, 2, 30)] == [None, None, None]
+    assert (clip.kind, clip.blends, clip.threads) == ("video", False, 1)
+    chains = clip.chains(30, cuts=[10])  # cuts only matter to blend chains
+    assert [chains.previous(n) for n in (1, 2, 30)] == [None, None, None]
+    assert clip.dream_inputs((2, False), chains) == {"frame": "work/clip/frames/000002.png"}
+    assert clip.flow_method is None
 
 
-def test_a_blended_video_chains_every_frame_to_the_one_before_and_gets_every_core(media):
+def test_a_blended_video_dreams_each_frame_from_its_blend_of_the_one_before(media):
     clip = plan_of(media, cores=6, blend={"mode": "constant"})["clip"]
-    assert (clip.chained, clip.threads) == (True, 6)
-    assert [clip.previous(n) for n in (1, 2, 30)] == [None, 1, 29]
-    assert clip.dreamed_frame(29) == "work/clip/dreamed/000029.png"
+    assert (clip.blends, clip.threads, clip.flow_method) == (True, 6, "dis")
+    chains = clip.chains(30)
+    assert clip.dream_inputs((1, False), chains) == {"frame": "work/clip/frames/000001.png"}
+    assert clip.dream_inputs((29, False), chains) == {"start": "work/clip/blended/000029.png"}
+    assert clip.blend_inputs((29, False), chains) == {
+        "frame": "work/clip/frames/000029.png",
+        "previous": "work/clip/dreamed/000028.png",
+        "previous_frame": "work/clip/frames/000028.png",
+        "flow": "work/clip/flow/000029.npz",
+    }
+    assert clip.flow_inputs(29) == {
+        "previous_frame": "work/clip/frames/000028.png",
+        "frame": "work/clip/frames/000029.png",
+    }
+    assert clip.dream_threads(chains) == 6
+
+
+def test_flow_none_blends_without_flow_files(media):
+    clip = plan_of(media, blend={"mode": "loop", "flow": "none"})["clip"]
+    assert clip.flow_method is None
+    assert clip.blend_inputs((2, False), clip.chains(3)) == {
+        "frame": "work/clip/frames/000002.png",
+        "previous": "work/clip/dreamed/000001.png",
+    }
+
+
+def test_scene_cuts_start_new_chains_that_share_the_cores(media):
+    clip = plan_of(media, cores=6, blend={"mode": "constant"})["clip"]
+    chains = clip.chains(30, cuts=[11, 21])
+    assert clip.dream_inputs((11, False), chains) == {"frame": "work/clip/frames/000011.png"}
+    assert clip.dream_threads(chains) == 2  # three chains side by side
+    assert clip.dream_threads(clip.chains(30, cuts=list(range(2, 31)))) == 1
+    fixed = plan_of(media, cores=6, blend={"mode": "constant"}, resources={"dream_threads": 4})
+    assert fixed["clip"].dream_threads(fixed["clip"].chains(30, cuts=[11, 21])) == 4
+
+
+def test_long_chains_split_into_segments_whose_overlap_crossfades(media):
+    clip = plan_of(media, blend={"mode": "constant", "max_chain": 10, "overlap": 2})["clip"]
+    chains = clip.chains(20)
+    assert chains.seams == [9, 10, 17, 18]
+    assert clip.dream_inputs((9, True), chains) == {"frame": "work/clip/frames/000009.png"}
+    assert clip.dream_inputs((10, True), chains) == {"start": "work/clip/blended/000010-lead.png"}
+    assert clip.blend_inputs((10, True), chains)["previous"] == "work/clip/dreamed/000009-lead.png"
+    assert clip.blend_inputs((11, False), chains)["previous"] == "work/clip/dreamed/000010-lead.png"
+    assert clip.final_frames(chains)[8:11] == [
+        "work/clip/seams/000009.png",
+        "work/clip/seams/000010.png",
+        "work/clip/dreamed/000011.png",
+    ]
+    files = clip.step_files(chains)
+    assert len(files) == 24 + 21 + 19  # dreams, start images (not 1, 9-lead, 17-lead), flows
+    assert "work/clip/flow/000009.npz" in files and "work/clip/blended/000009.png" in files
 
 
 def test_a_single_image_never_chains_even_with_blending_on(media):
     cat = plan_of(media, blend={"mode": "constant"})["cat"]
-    assert (cat.kind, cat.chained, cat.threads) == ("image", False, 1)
+    assert (cat.kind, cat.blends, cat.threads) == ("image", False, 1)
     assert cat.result == "results/cat/cat.png"
+    assert not cat.measures_coherence
+
+
+def test_raft_flow_jobs_read_the_cached_weights(media, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(media / "torch"))
+    plan = plan_of(media, blend={"mode": "constant", "flow": "raft_small"})
+    expected = str(media / "torch" / "hub" / "checkpoints" / "raft_small_C_T_V2-01064c6d.pth")
+    assert plan["clip"].flow_inputs(2)["weights"] == expected
+    assert plan.weights_cache_files == [expected]  # fetch_models fetches it
 
 
 def test_a_fixed_thread_count_is_used_for_every_input(media):
     plan = plan_of(media, resources={"dream_threads": 3}, blend={"mode": "loop"})
     assert [plan["clip"].threads, plan["cat"].threads, plan.uniform_threads] == [3, 3, 3]
     mixed = plan_of(media, blend={"mode": "loop"})
-    assert mixed.uniform_threads is None  # the chain gets every core, the image one thread
+    assert mixed.uniform_threads is None  # the chains share every core, the image one thread
 
 
 def test_auto_threads():
@@ -63,13 +124,14 @@ def test_auto_threads():
 def test_a_zoom_chains_its_frames_and_needs_the_still_only_for_the_first(media):
     config = {
         "inputs": {"cat": {"path": str(media / "cat.png"), "zoom": {"frames": 12}}},
-        "blend": {"mode": "none"},
+        "blend": {"mode": "constant"},
     }
     cat = Plan(config, cores=2)["cat"]
-    assert cat.chained and cat.threads == 2
+    assert not cat.blends and cat.threads == 2 and cat.flow_method is None
     assert cat.frame_count(extracted=1) == 12
-    assert [cat.needs_raw_frame(n) for n in (1, 2)] == [True, False]
-    assert cat.previous(12) == 11
+    chains = cat.chains(12)
+    assert cat.dream_inputs((1, False), chains) == {"frame": "work/cat/frames/000001.png"}
+    assert cat.dream_inputs((12, False), chains) == {"previous": "work/cat/dreamed/000011.png"}
     assert cat.result == "results/cat/cat.mp4"
     assert JobSettings.from_text(cat.job_settings).zoom == {
         "frames": 12,
@@ -78,10 +140,10 @@ def test_a_zoom_chains_its_frames_and_needs_the_still_only_for_the_first(media):
     }
 
 
-def test_job_settings_hold_what_dreams_need_and_not_encode_settings(media):
+def test_job_settings_hold_what_dreams_need_and_not_encode_or_blend_settings(media):
     plan = plan_of(media, encode={"crf": 30}, frames={"format": "jpg", "jpg_quality": 80})
     settings = json.loads(plan["clip"].job_settings)
-    assert sorted(settings) == ["blend", "dream", "jpg_quality", "zoom"]
+    assert sorted(settings) == ["dream", "jpg_quality", "zoom"]
     assert settings["jpg_quality"] == 80
     assert settings["dream"]["layers"] == ["block10"]  # the model's default, made explicit
     other = plan_of(media, encode={"crf": 40}, frames={"format": "jpg", "jpg_quality": 80})

@@ -24,14 +24,25 @@ IDLE = 2  # seconds a test server waits for work before it exits
 TINY = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"], "device": "cpu"}
 
 
-def job_settings(blend_mode="none", **dream):
+def job_settings(**dream):
     return settings_text(
         {
             "dream": resolve_dream(defaults("dream", **{**TINY, **dream})),
-            "blend": defaults("blend", mode=blend_mode, factor=0.5),
             "zoom": None,
             "jpg_quality": 95,
         }
+    )
+
+
+def run_step(cwd, env, *arguments):
+    """Run a `dreamflow` step command (flow, blend) the way its workflow job does."""
+    return subprocess.run(
+        [sys.executable, "-m", "dreamflow", *map(str, arguments)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -222,31 +233,109 @@ def test_a_killed_server_is_restarted_by_the_next_request(tmp_path, env, frames,
     assert (tmp_path / "b.png").read_bytes() == in_process("plain", "1.png")
 
 
-def test_server_and_in_process_give_the_same_bytes_also_for_a_blended_frame(
-    tmp_path, env, frames, in_process
-):
-    blend = job_settings("constant")
-    expected = [
-        in_process("blend-1", "1.png", settings=blend),
-        in_process("blend-2", "2.png", number=2, previous="blend-1", settings=blend),
-    ]
-    assert (
-        dream_frame(tmp_path, env, frames / "1.png", tmp_path / "1.png", settings=blend).returncode
-        == 0
+def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes(tmp_path, env):
+    """A chained frame: the flow of its raw pair, its start image, and its dream, made by the
+    server and then again with the server off."""
+    blend = settings_text(
+        {
+            "blend": defaults("blend", mode="constant"),
+            "start": "image",
+            "seed": 0,
+            "jpg_quality": 95,
+        }
     )
-    result = dream_frame(
+    write_rgb(pattern_array(seed=7), tmp_path / "dreamed-1.png")
+    texture = pattern_array(36, 67, seed=1)  # a pan: the flow finds reliable pixels
+    write_rgb(texture[:, :64], tmp_path / "raw-1.png")
+    write_rgb(texture[:, 3:], tmp_path / "raw-2.png")
+    outputs = {}
+    for where, environment in (("server", env), ("local", {**env, "DREAMFLOW_SERVER": "off"})):
+        folder = tmp_path / where
+        flow = run_step(
+            tmp_path,
+            environment,
+            "flow",
+            "--previous-frame",
+            tmp_path / "raw-1.png",
+            "--frame",
+            tmp_path / "raw-2.png",
+            "-o",
+            folder / "flow.npz",
+        )
+        assert flow.returncode == 0, flow.stderr
+        start = run_step(
+            tmp_path,
+            environment,
+            "blend",
+            "--number",
+            2,
+            "--frame",
+            tmp_path / "raw-2.png",
+            "--previous",
+            tmp_path / "dreamed-1.png",
+            "--previous-frame",
+            tmp_path / "raw-1.png",
+            "--flow",
+            folder / "flow.npz",
+            "--settings",
+            blend,
+            "-o",
+            folder / "start.png",
+        )
+        assert start.returncode == 0, start.stderr
+        dream = run_step(
+            tmp_path,
+            environment,
+            "dream-frame",
+            "--frame",
+            folder / "start.png",
+            "--prepared",
+            "--number",
+            2,
+            "--settings",
+            job_settings(),
+            "--threads",
+            1,
+            "-o",
+            folder / "2.png",
+        )
+        assert dream.returncode == 0, dream.stderr
+        verbs = [result.stderr.split(" by the model server")[0] for result in (flow, start, dream)]
+        if where == "server":
+            assert verbs == ["dreamflow: flow computed", "dreamflow: blended", "dreamflow: dreamed"]
+            assert status(tmp_path, env)["served"] == 1  # one dream; flow and blend are steps
+        else:
+            assert "in-process" in start.stderr and "in-process" in flow.stderr
+        outputs[where] = [(folder / name).read_bytes() for name in ("start.png", "2.png")]
+    assert outputs["server"] == outputs["local"]
+    assert outputs["server"][0] != (tmp_path / "raw-2.png").read_bytes()
+
+
+def test_a_blend_job_with_a_wrong_setting_gets_a_one_line_error_from_the_server(
+    tmp_path, env, frames
+):
+    blend = settings_text(
+        {"blend": defaults("blend", mode="constant", flow="none", carry="sideways")}
+    )
+    result = run_step(
         tmp_path,
         env,
+        "blend",
+        "--number",
+        2,
+        "--frame",
         frames / "2.png",
-        tmp_path / "2.png",
-        number=2,
-        previous=tmp_path / "1.png",
-        settings=blend,
+        "--previous",
+        frames / "1.png",
+        "--settings",
+        blend,
+        "-o",
+        tmp_path / "start.png",
     )
-    assert result.returncode == 0, result.stderr
-    assert status(tmp_path, env)["served"] == 2  # both went through the server
-    assert [(tmp_path / f"{n}.png").read_bytes() for n in (1, 2)] == expected
-    assert (tmp_path / "2.png").read_bytes() != (tmp_path / "1.png").read_bytes()
+    assert result.returncode == 1
+    assert result.stderr.startswith("dreamflow: error: config key blend.carry: 'sideways'")
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "start.png").exists()
+    assert status(tmp_path, env)  # the server answered, and lives on
 
 
 def test_concurrent_requests_with_different_thread_counts_each_give_their_in_process_bytes(
@@ -367,7 +456,7 @@ def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(
     result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
     assert result.returncode == 0, result.stderr
     assert "cannot create the server directory" in result.stderr
-    assert "dreaming in-process" in result.stderr
+    assert "running in-process" in result.stderr
     assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
 
 
@@ -445,8 +534,8 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
                 "config key dream.octaves",
             ),
             (
-                {**job, "settings": {**settings, "blend": {**settings["blend"], "mode": "fade"}}},
-                "config key blend.mode",
+                {**job, "settings": {**settings, "blend": {"mode": "fade"}}},
+                "unknown keys blend",
             ),
             (
                 {**job, "settings": {**settings, "zoom": {"frames": 3, "factor": -1}}},

@@ -55,26 +55,42 @@ def test_deleting_two_frames_reruns_exactly_those_and_encode(finished_plain, tmp
     assert flow.finished(result, "extract_frames") == 0
 
 
-def _dag_edges(flow, frames=6):
-    # forcing only the dream jobs keeps the finished checkpoint, so every frame job is in the DAG
-    result = flow.run("--dag", "--forcerun", "dream_frame")
-    assert result.returncode == 0, result.output
-    labels = dict(
-        re.findall(r'^\s*(\d+)\[label = "dream_frame\\n[^"]*?frame: (\d+)', result.stdout, re.M)
-    )
-    assert len(labels) == frames, result.stdout
-    edges = set(re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M))
-    return {(int(labels[a]), int(labels[b])) for a, b in edges if a in labels and b in labels}
-
-
-def test_blend_chain_is_an_explicit_dag_edge(finished_blend, tmp_path):
+def test_blend_chain_is_an_explicit_dag_edge_through_flow_and_blend_steps(finished_blend, tmp_path):
     flow = copy_workflow(finished_blend, tmp_path / "copy")
-    assert _dag_edges(flow) == {(n - 1, n) for n in range(2, 7)}
+    assert {
+        ("extract_frames", "scenes"),
+        ("extract_frames", "flow"),
+        ("flow", "blend"),
+        ("blend", "dream_frame"),
+        ("dream_frame", "blend"),
+        ("dream_frame", "encode"),
+        ("dream_frame", "coherence"),
+    } <= flow.rule_edges()
+    files = flow.inputs_of_outputs()
+    work = "work/tiny"
+    for n in range(2, 7):
+        assert files[f"{work}/blended/{n:06d}.png"] == (
+            "blend",
+            [
+                f"{work}/dreamed/{n - 1:06d}.png",
+                f"{work}/flow/{n:06d}.npz",
+                f"{work}/frames/{n - 1:06d}.png",
+                f"{work}/frames/{n:06d}.png",
+            ],
+        )
+        assert files[f"{work}/dreamed/{n:06d}.png"] == (
+            "dream_frame",
+            [f"{work}/blended/{n:06d}.png"],
+        )
+    assert files[f"{work}/dreamed/000001.png"] == ("dream_frame", [f"{work}/frames/000001.png"])
+    assert f"{work}/blended/000001.png" not in files and f"{work}/flow/000001.npz" not in files
 
 
 def test_no_blend_has_no_edges_between_frames(finished_plain, tmp_path):
     flow = copy_workflow(finished_plain, tmp_path / "copy")
-    assert _dag_edges(flow) == set()
+    edges = flow.rule_edges()
+    assert ("dream_frame", "dream_frame") not in edges
+    assert not {rule for edge in edges for rule in edge} & {"flow", "blend", "scenes"}
 
 
 def test_blend_deleting_frame_k_reruns_k_to_end_only(finished_blend, tmp_path):
@@ -267,7 +283,13 @@ def test_zoom_from_a_still_chains_n_frames(project):
     assert sorted(os.listdir(project.path("work", "tiny", "dreamed"))) == FRAMES[:4]
     (video,) = ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))
     assert video["nb_frames"] == "4"
-    assert _dag_edges(project, frames=4) == {(1, 2), (2, 3), (3, 4)}
+    files = project.inputs_of_outputs()
+    for n in (2, 3, 4):
+        assert files[f"work/tiny/dreamed/{n:06d}.png"] == (
+            "dream_frame",
+            [f"work/tiny/dreamed/{n - 1:06d}.png"],
+        )
+    assert not {rule for rule, _ in files.values()} & {"flow", "blend", "scenes", "coherence"}
 
 
 def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):

@@ -44,32 +44,127 @@ def cmd_extract(args):
     print(f"extracted {count} frames to {args.output}", file=sys.stderr)
 
 
-def _frame_job(args):
-    from .job import FrameJob, JobSettings, default_threads
+def _run_job(op, job, in_process):
+    """Hand a job to this node's model server (see dreamflow.serving); run it in-process without
+    one."""
+    from .serving import client, protocol
 
-    settings = JobSettings.from_text(args.settings)
-    return FrameJob(
-        args.number,
-        args.output,
-        settings,
-        args.threads or default_threads(),
-        frame=args.frame,
-        previous=args.previous,
+    if client.request(op, job):
+        return
+    in_process(job)
+    print(
+        f"dreamflow: {client.DONE[op]} in-process: {protocol.dreamer_identity()}", file=sys.stderr
     )
 
 
 def cmd_dream_frame(args):
-    """Hand the frame to this node's model server (see dreamflow.serving); dream in-process without
-    one."""
-    from .serving import client, protocol
+    from .job import FrameJob, JobSettings, default_threads
 
-    job = _frame_job(args)
-    if client.request_dream(job):
-        return
-    from .dreamstep import dream_in_process
+    job = FrameJob(
+        args.number,
+        args.output,
+        JobSettings.from_text(args.settings),
+        args.threads or default_threads(),
+        frame=args.frame,
+        previous=args.previous,
+        prepared=args.prepared,
+    )
 
-    dream_in_process(job)
-    print(f"dreamflow: dreamed in-process: {protocol.dreamer_identity()}", file=sys.stderr)
+    def in_process(job):
+        from .dreamstep import dream_in_process
+
+        dream_in_process(job)
+
+    _run_job("dream", job, in_process)
+
+
+def cmd_blend(args):
+    from .job import BlendJob, BlendSettings
+
+    job = BlendJob(
+        args.number,
+        args.output,
+        BlendSettings.from_text(args.settings),
+        args.frame,
+        args.previous,
+        previous_frame=args.previous_frame,
+        flow=args.flow,
+    )
+
+    def in_process(job):
+        from .blend import run_blend
+        from .config import validate_job_settings
+
+        validate_job_settings(job.settings)
+        run_blend(job)
+
+    _run_job("blend", job, in_process)
+
+
+def cmd_flow(args):
+    from .job import FlowJob
+
+    job = FlowJob(
+        args.output, args.frame, args.previous_frame, args.method, args.threads, args.device
+    )
+
+    def in_process(job):
+        from .blend import run_flow
+
+        run_flow(job)
+
+    _run_job("flow", job, in_process)
+
+
+def cmd_crossfade(args):
+    from .blend import crossfade
+    from .images import read_rgb, write_rgb
+
+    if not 0.0 <= args.weight <= 1.0:
+        raise DreamflowError(f"--weight: {args.weight} is not between 0 and 1")
+    old, new = read_rgb(args.old), read_rgb(args.new)
+    if old.shape != new.shape:
+        raise DreamflowError(f"{args.old} and {args.new} differ in size; delete both and rerun")
+    write_rgb(crossfade(old, new, args.weight), args.output, jpg_quality=args.jpg_quality)
+
+
+def cmd_coherence(args):
+    from . import coherence
+    from .chains import parse_ranges
+    from .frames import frame_name
+    from .scenes import read_scenes
+
+    if (args.dreamed_dir is None) == (args.frames_dir is None):
+        raise DreamflowError("give the dreamed frames as DREAMED_DIR or --frames-dir, once")
+    dreamed_dir = args.dreamed_dir or args.frames_dir
+    seams = {}
+    if args.seams:
+        if not args.seams_dir:
+            raise DreamflowError("--seams needs --seams-dir")
+        suffix = os.path.splitext(coherence.frame_paths(dreamed_dir, 1)[0])[1]
+        try:
+            numbers = parse_ranges(args.seams)
+        except ValueError:
+            raise DreamflowError(
+                f"--seams: expected ranges like 27-30, not {args.seams!r}"
+            ) from None
+        seams = {n: os.path.join(args.seams_dir, frame_name(n) + suffix) for n in numbers}
+    coherence.run_cli(
+        args.raw_dir,
+        dreamed_dir,
+        args.output,
+        args.plot,
+        scene_starts=read_scenes(args.scenes)["cuts"] if args.scenes else (),
+        method=args.method,
+        count=args.count,
+        seams=seams,
+    )
+
+
+def cmd_scenes(args):
+    from . import scenes
+
+    scenes.run_cli(args.frames, args.format, args.settings, args.output)
 
 
 def cmd_serve(args):
@@ -100,15 +195,40 @@ def cmd_serve(args):
     server.serve(socket_path, idle, args.models)
 
 
-def cmd_encode(args):
-    from . import video
+def _final_frames(args, suffix):
+    """The output frames 1..count: dreamed frames, except overlap frames (--seams), which are the
+    crossfades in --seams-dir."""
+    from .chains import parse_ranges
     from .frames import frame_name
 
-    settings = _settings(args.settings)
-    suffix = "." + settings["frames"]["format"]
-    frame_paths = [
-        os.path.join(args.frames_dir, frame_name(n) + suffix) for n in range(1, args.count + 1)
+    try:
+        seams = set(parse_ranges(args.seams))
+    except ValueError:
+        raise DreamflowError(
+            f"--seams: expected ranges like 27-30,53-56, not {args.seams!r}"
+        ) from None
+    if seams and not args.seams_dir:
+        raise DreamflowError("--seams needs --seams-dir")
+    return [
+        os.path.join(args.seams_dir if n in seams else args.frames_dir, frame_name(n) + suffix)
+        for n in range(1, args.count + 1)
     ]
+
+
+def _add_final_frames_options(parser):
+    parser.add_argument("--frames-dir", required=True, help="the dreamed frames")
+    parser.add_argument("--count", type=int, required=True, help="frames 1..COUNT")
+    parser.add_argument("--seams-dir", help="the crossfaded overlap frames of long chains")
+    parser.add_argument(
+        "--seams", default="", help="overlap frames taken from --seams-dir, e.g. 27-30,53-56"
+    )
+
+
+def cmd_encode(args):
+    from . import video
+
+    settings = _settings(args.settings)
+    frame_paths = _final_frames(args, "." + settings["frames"]["format"])
     missing = [p for p in frame_paths if not os.path.isfile(p)]
     if missing:
         raise DreamflowError(f"{len(missing)} dreamed frames are missing, first: {missing[0]}")
@@ -250,18 +370,18 @@ def _size(text):
 
 
 def cmd_fetch_models(args):
-    from .models import MODELS, TORCHVISION_MODELS, fetch_weights
+    from .models import FLOW_WEIGHTS, MODELS, TORCHVISION_MODELS, fetch_weights
 
     names = []
     for name in args.model:
         for model in TORCHVISION_MODELS if name == "all" else [name]:
             if model not in names:
                 names.append(model)
-    unknown = [name for name in names if name not in MODELS]
+    unknown = [name for name in names if name not in MODELS and name not in FLOW_WEIGHTS]
     if unknown:
         raise DreamflowError(
             f"unknown model '{unknown[0]}'; available models: {', '.join(sorted(MODELS))}, "
-            "or all (every torchvision model)"
+            f"{', '.join(FLOW_WEIGHTS)} (optical flow), or all (every torchvision model)"
         )
     if (args.source or args.url) and len(names) > 1:
         raise DreamflowError(
@@ -339,17 +459,79 @@ def build_parser(command=None):
     )
     frame.add_argument("--frame", help="the raw frame; absent for zoom frames after the first")
     frame.add_argument("--number", type=int, required=True, help="1-based frame number")
+    frame.add_argument("--previous", help="dreamed frame N-1, which a zoom animation zooms")
     frame.add_argument(
-        "--previous", help="dreamed frame N-1, blended in or zoomed when those are on"
+        "--prepared",
+        action="store_true",
+        help="--frame is a blend step's start image: dream it as it is (no noise start)",
     )
     frame.add_argument(
-        "--settings",
-        required=True,
-        help='JSON: {"dream": ..., "blend": ..., "zoom": ..., "jpg_quality": ...}',
+        "--settings", required=True, help='JSON: {"dream": ..., "zoom": ..., "jpg_quality": ...}'
     )
     frame.add_argument("--threads", type=int, default=None)
     frame.add_argument("-o", "--output", required=True)
     frame.set_defaults(run=cmd_dream_frame)
+
+    blend = commands.add_parser(
+        "blend", help="make the start image of a chained frame (used by the workflow)"
+    )
+    blend.add_argument("--frame", required=True, help="raw frame N")
+    blend.add_argument("--previous", required=True, help="the dream frame N continues")
+    blend.add_argument("--previous-frame", help="raw frame N-1 (with a flow)")
+    blend.add_argument("--flow", help="the flow file of the raw pair N-1, N (with a flow)")
+    blend.add_argument("--number", type=int, required=True, help="1-based frame number")
+    blend.add_argument(
+        "--settings", required=True, help='JSON: {"blend": ..., "start": ..., "seed": ...}'
+    )
+    blend.add_argument("-o", "--output", required=True)
+    blend.set_defaults(run=cmd_blend)
+
+    flow = commands.add_parser(
+        "flow", help="optical flow of raw frame N back to N-1, with its reliability mask"
+    )
+    flow.add_argument("--frame", required=True, help="raw frame N")
+    flow.add_argument("--previous-frame", required=True, help="raw frame N-1")
+    flow.add_argument("--method", default="dis", help="dis, farneback, raft_small or raft_large")
+    flow.add_argument("--device", default="auto", help="auto, cpu or cuda (RAFT)")
+    flow.add_argument("--threads", type=int, default=1)
+    flow.add_argument("-o", "--output", required=True, help="the flow file (.npz)")
+    flow.set_defaults(run=cmd_flow)
+
+    fade = commands.add_parser(
+        "crossfade", help="mix two dreams of an overlap frame (used by the workflow)"
+    )
+    fade.add_argument("old", help="the old segment's dream")
+    fade.add_argument("new", help="the new segment's dream")
+    fade.add_argument("--weight", type=float, required=True, help="share of NEW, 0..1")
+    fade.add_argument("--jpg-quality", type=int, default=95)
+    fade.add_argument("-o", "--output", required=True)
+    fade.set_defaults(run=cmd_crossfade)
+
+    scenes = commands.add_parser(
+        "scenes", help="find the scene cuts of extracted frames (used by the workflow)"
+    )
+    scenes.add_argument("--frames", required=True, help="folder of 000001.png ...")
+    scenes.add_argument("--format", default="png", choices=["png", "jpg"])
+    scenes.add_argument("--settings", required=True, help='JSON: {"cuts": ..., "threshold": ...}')
+    scenes.add_argument("-o", "--output", required=True, help="scenes.json")
+    scenes.set_defaults(run=cmd_scenes)
+
+    measure = commands.add_parser(
+        "coherence",
+        help="how coherent a dreamed video is: warping error of the dreamed and the raw frames "
+        "along the raw frames' optical flow, and the dream strength",
+    )
+    measure.add_argument("raw_dir", help="the raw frames, 000001.png ...")
+    measure.add_argument("dreamed_dir", nargs="?", help="the dreamed frames, 000001.png ...")
+    measure.add_argument("--frames-dir", help="the dreamed frames (instead of DREAMED_DIR)")
+    measure.add_argument("--count", type=int, help="only frames 1..COUNT")
+    measure.add_argument("--seams-dir", help="crossfaded overlap frames of long chains")
+    measure.add_argument("--seams", default="", help="overlap frames from --seams-dir, e.g. 27-30")
+    measure.add_argument("--scenes", help="scenes.json: pairs across a scene cut are skipped")
+    measure.add_argument("--method", default="dis", help="optical flow: dis or farneback")
+    measure.add_argument("-o", "--output", help="write the figures as JSON")
+    measure.add_argument("--plot", help="write a per-frame plot (PNG)")
+    measure.set_defaults(run=cmd_coherence)
 
     serve = commands.add_parser(
         "serve",
@@ -378,8 +560,7 @@ def build_parser(command=None):
     )
     encode.add_argument("--probe", required=True)
     encode.add_argument("--settings", required=True, help='JSON: {"frames": ..., "encode": ...}')
-    encode.add_argument("--frames-dir", required=True)
-    encode.add_argument("--count", type=int, required=True)
+    _add_final_frames_options(encode)
     encode.add_argument("--threads", type=int, default=1)
     encode.add_argument("-o", "--output", required=True)
     encode.set_defaults(run=cmd_encode)
@@ -442,8 +623,8 @@ def build_parser(command=None):
 
     fetch = commands.add_parser(
         "fetch-models",
-        help="put torchvision models' ImageNet weights into the torch cache "
-        "($TORCH_HOME/hub/checkpoints), where jobs read them",
+        help="put torchvision models' ImageNet weights, or RAFT's optical flow weights, into the "
+        "torch cache ($TORCH_HOME/hub/checkpoints), where jobs read them",
     )
     fetch.add_argument(
         "--model",

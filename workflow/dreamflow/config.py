@@ -17,7 +17,7 @@ from .objectives import parse as parse_objective
 # workflow/schemas/config.schema.yaml, through the package's link to it, so that an installed
 # package (a container image, a wheel) has its own copy
 SCHEMA_PATH = Path(__file__).parent / "config.schema.yaml"
-SECTIONS = ("dream", "blend", "frames", "encode")
+SECTIONS = ("dream", "blend", "scenes", "frames", "encode")
 
 
 @functools.cache
@@ -170,15 +170,16 @@ def _check_section_layers(section, values):
 
 
 def validate_job_settings(settings):
-    """A frame job's JobSettings checked as config.yaml's are: a job may come from anywhere. Its
-    sections are complete (the plan fills in every default), so a missing key is an error too."""
-    sections = {"dream": settings.dream, "blend": settings.blend, "zoom": settings.zoom}
-    for section, values in sections.items():
-        if values is None and section == "zoom":
+    """A job's settings (JobSettings, BlendSettings) checked as config.yaml's are: a job may come
+    from anywhere. Its sections are complete (the plan fills in every default), so a missing key
+    is an error too."""
+    for section, values in settings.sections().items():
+        if values is None:  # zoom off
             continue
         schema = section_schema(section)
         _raise_errors(values, schema, prefix=section)  # wrong values first: they say the most
-        missing = sorted(set(schema["properties"]) - set(values))
+        unused = settings.UNUSED_KEYS.get(section, ())
+        missing = sorted(set(schema["properties"]) - set(values) - set(unused))
         if missing:
             raise DreamflowError(f"config key {section}: missing {', '.join(missing)}")
         _check_section_layers(section, values)
@@ -235,6 +236,11 @@ def _check_settings(prefix, settings):
     if blend["low"] > blend["high"]:
         raise DreamflowError(
             f"config key {prefix}blend.low: {blend['low']} is above blend.high {blend['high']}"
+        )
+    if blend["max_chain"] is not None and blend["max_chain"] <= 2 * blend["overlap"]:
+        raise DreamflowError(
+            f"config key {prefix}blend.max_chain: {blend['max_chain']} must be more than twice "
+            f"blend.overlap ({blend['overlap']}), so that no frame is in three segments"
         )
     _check_terms(f"{prefix}dream.layers", dream["model"], dream["layers"])
     if dream["layer_schedule"]:

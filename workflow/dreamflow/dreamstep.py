@@ -1,9 +1,7 @@
-"""Dream one frame file: read it, pick its input (raw, noise, blended or zoomed), dream, write
-atomically."""
+"""Dream one frame file: read it, pick its input (raw, noise, the blend step's start image, or
+zoomed), dream, write atomically."""
 
 import json
-
-import numpy as np
 
 from . import blend, engine, models, objectives, schedule, transforms
 from .errors import DreamflowError
@@ -75,11 +73,7 @@ class Dreamer:
     def start_array(self, frame, frame_number=1):
         """What frame N starts from: the frame itself, or seeded noise of its size when start is
         noise."""
-        if self.start == "image":
-            return frame
-        height, width = frame.shape[:2]
-        # seed + frame number: every frame gets its own noise, the same on every rerun
-        return to_array(engine.noise_image(height, width, self.params.seed + frame_number))
+        return blend.start_image(frame, self.start, self.params.seed, frame_number)
 
     def dream_array(self, array, frame_number=1, terms=None):
         """Dream a uint8 (H, W, 3) array with `terms`, or else the objective the layer schedule
@@ -96,21 +90,6 @@ class Dreamer:
         return to_array(engine.dream(self.model, objective, image, self.params))
 
 
-def blended_input(frame, previous_dream, blend_settings, frame_number):
-    """The array to dream for frame N: the raw frame, mixed with dream N-1 when blending is on."""
-    factor = blend.blend_factor(blend_settings, frame_number)
-    if previous_dream is None or factor == 0.0:
-        return frame
-    if previous_dream.shape != frame.shape:
-        raise DreamflowError(
-            f"previous dreamed frame has size {previous_dream.shape[1]}x{previous_dream.shape[0]}, "
-            f"frame {frame_number} has {frame.shape[1]}x{frame.shape[0]}; "
-            "delete the dreamed frames and rerun"
-        )
-    mixed = blend.mix(frame.astype(np.float32), previous_dream.astype(np.float32), factor)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
 def zoomed_input(previous_dream, zoom):
     """The array to dream for frame N of a zoom animation: dream N-1 zoomed (and turned) a
     little."""
@@ -124,8 +103,9 @@ def run_job(job, dreamer):
     """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output
     atomically.
 
-    A zoom frame after the first dreams the zoomed previous dream; any other frame dreams its raw
-    frame (or noise of its size), blended with the previous dream when the blend settings say so.
+    A zoom frame after the first dreams the zoomed previous dream; any other frame dreams its
+    frame: the raw frame (or noise of its size), or the blend step's start image when the job
+    says it is prepared.
     """
     settings = job.settings
     if settings.zoom and job.number > 1:
@@ -137,14 +117,9 @@ def run_job(job, dreamer):
     else:
         if job.frame is None:
             raise DreamflowError(f"frame {job.number} has no input frame to dream")
-        frame = dreamer.start_array(read_rgb(job.frame), job.number)
-        previous = read_rgb(job.previous) if job.previous else None
-        if previous is None and blend.uses_previous_frame(settings.blend) and job.number > 1:
-            raise DreamflowError(
-                f"blend mode {settings.blend['mode']} needs the previous dreamed frame "
-                f"for frame {job.number}"
-            )
-        source = blended_input(frame, previous, settings.blend, job.number)
+        source = read_rgb(job.frame)
+        if not job.prepared:
+            source = dreamer.start_array(source, job.number)
     write_rgb(dreamer.dream_array(source, job.number), job.output, jpg_quality=settings.jpg_quality)
 
 

@@ -1,13 +1,16 @@
-"""The frame job: everything one dream of one frame needs, as one typed value.
+"""The jobs of the frame steps, each everything one step of one frame needs, as one typed value:
+FrameJob (dream a frame), BlendJob (make the image a chained frame starts from), FlowJob (the
+optical flow of a pair of raw frames).
 
-The workflow's `dreamflow dream-frame` command line is parsed into a FrameJob once; the same job
-goes over the model server's socket as a JSON mapping and is checked again on arrival. Both the
-server and the in-process path run it with `dreamstep.run_job`. Imports no torch.
+The workflow's command line is parsed into a job once; the same job goes over the model server's
+socket as a JSON mapping and is checked again on arrival. Both the server and the in-process path
+run it with the same function (see dreamflow.steps). Imports no torch and no numpy: the frame
+jobs' thin clients import this.
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from .errors import DreamflowError
 
@@ -18,46 +21,108 @@ def settings_text(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _mapping(value, origin, allowed, required=()):
+    if not isinstance(value, dict):
+        raise DreamflowError(f"{origin}: expected a mapping, not {type(value).__name__}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise DreamflowError(f"{origin}: unknown keys {', '.join(unknown)}")
+    for key in required:
+        if not isinstance(value.get(key), dict):
+            raise DreamflowError(f"{origin}: '{key}' must be a mapping")
+    return value
+
+
+def _jpg_quality(value, origin):
+    quality = value.get("jpg_quality", 95)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise DreamflowError(f"{origin}: 'jpg_quality' must be an integer from 1 to 100")
+    return quality
+
+
+def _from_text(cls, text, origin):
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise DreamflowError(f"{origin} is not valid JSON: {error}") from None
+    return cls.from_mapping(value, origin)
+
+
 @dataclass(frozen=True)
 class JobSettings:
-    """What every dream job of one input runs with; changing encode settings changes none of it."""
+    """What every dream job of one input runs with. Blend settings are not part of it: the blend
+    step makes the image a chained frame starts from, so changing them reruns the blends, and
+    the dreams only through the files that changed."""
+
+    UNUSED_KEYS = {}  # section -> keys of the config section that jobs neither need nor get
 
     dream: dict
-    blend: dict
     zoom: dict | None = None
     jpg_quality: int = 95
 
     @classmethod
     def from_text(cls, text, origin="--settings"):
-        try:
-            value = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as error:
-            raise DreamflowError(f"{origin} is not valid JSON: {error}") from None
-        return cls.from_mapping(value, origin)
+        return _from_text(cls, text, origin)
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
-        if not isinstance(value, dict):
-            raise DreamflowError(f"{origin}: expected a mapping, not {type(value).__name__}")
-        unknown = sorted(set(value) - {"dream", "blend", "zoom", "jpg_quality"})
-        if unknown:
-            raise DreamflowError(f"{origin}: unknown keys {', '.join(unknown)}")
-        for key in ("dream", "blend"):
-            if not isinstance(value.get(key), dict):
-                raise DreamflowError(f"{origin}: '{key}' must be a mapping")
+        _mapping(value, origin, ("dream", "zoom", "jpg_quality"), required=("dream",))
         zoom = value.get("zoom")
         if zoom is not None and not isinstance(zoom, dict):
             raise DreamflowError(f"{origin}: 'zoom' must be a mapping or null")
-        quality = value.get("jpg_quality", 95)
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise DreamflowError(f"{origin}: 'jpg_quality' must be an integer from 1 to 100")
-        return cls(value["dream"], value["blend"], zoom, quality)
+        return cls(value["dream"], zoom, _jpg_quality(value, origin))
+
+    def sections(self):
+        """The config sections in these settings, for the schema check."""
+        return {"dream": self.dream, "zoom": self.zoom}
 
     def to_mapping(self):
         return asdict(self)
 
     def text(self):
         return settings_text(self.to_mapping())
+
+
+@dataclass(frozen=True)
+class BlendSettings:
+    """What every blend job of one input runs with: the blend section, and the dream's start and
+    seed (a noise start blends the previous dream into noise)."""
+
+    # the chain keys shape the DAG, not a start image: changing them reruns no blend by itself
+    UNUSED_KEYS = {"blend": ("max_chain", "overlap")}
+
+    blend: dict
+    start: str = "image"
+    seed: int = 0
+    jpg_quality: int = 95
+
+    @classmethod
+    def from_text(cls, text, origin="--settings"):
+        return _from_text(cls, text, origin)
+
+    @classmethod
+    def from_mapping(cls, value, origin="settings"):
+        _mapping(value, origin, ("blend", "start", "seed", "jpg_quality"), required=("blend",))
+        start = value.get("start", "image")
+        if start not in ("image", "noise"):
+            raise DreamflowError(f"{origin}: 'start' must be image or noise, not {start!r}")
+        seed = value.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise DreamflowError(f"{origin}: 'seed' must be an integer of at least 0")
+        return cls(value["blend"], start, seed, _jpg_quality(value, origin))
+
+    def sections(self):
+        return {"blend": self.blend}
+
+    def to_mapping(self):
+        return asdict(self)
+
+    def text(self):
+        return settings_text(self.to_mapping())
+
+
+# the flow section's methods; flow.py computes them (it needs numpy, which this module avoids)
+FLOW_METHODS = ("dis", "farneback", "raft_small", "raft_large")
 
 
 def default_threads():
@@ -69,26 +134,74 @@ def default_threads():
     return len(os.sched_getaffinity(0))
 
 
-def _optional_path(value, key):
+def _optional_path(value, key, kind):
     if value is not None and (not isinstance(value, str) or not value):
-        raise DreamflowError(f"frame job: '{key}' must be a path or null")
+        raise DreamflowError(f"{kind}: '{key}' must be a path or null")
     return value
 
 
-def _positive_int(value, key):
+def _positive_int(value, key, kind):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DreamflowError(f"frame job: '{key}' must be an integer of at least 1, not {value!r}")
+        raise DreamflowError(f"{kind}: '{key}' must be an integer of at least 1, not {value!r}")
     return value
+
+
+class _Message:
+    """A job's socket form: a JSON mapping of its fields, checked field by field on arrival."""
+
+    KIND = "job"
+    SETTINGS = None  # the settings class of the `settings` field, if the job has one
+
+    def to_message(self):
+        """The job as a JSON-ready mapping, the form it takes on the server's socket."""
+        message = {item.name: getattr(self, item.name) for item in fields(self)}
+        if self.SETTINGS:
+            message["settings"] = self.settings.to_mapping()
+        return message
+
+    @classmethod
+    def from_message(cls, message):
+        """A job from its socket form; anything malformed is a DreamflowError naming the field."""
+        if not isinstance(message, dict):
+            raise DreamflowError(f"{cls.KIND}: expected a mapping")
+        unknown = sorted(set(message) - {item.name for item in fields(cls)})
+        if unknown:
+            raise DreamflowError(f"{cls.KIND}: unknown fields {', '.join(unknown)}")
+        required = {item.name for item in fields(cls) if item.default is MISSING}
+        missing = sorted(required - set(message))
+        if missing:
+            raise DreamflowError(f"{cls.KIND}: missing fields {', '.join(missing)}")
+        values = dict(message)
+        if cls.SETTINGS:
+            values["settings"] = cls.SETTINGS.from_mapping(
+                message["settings"], f"{cls.KIND}: settings"
+            )
+        return cls(**values)
+
+    def _check(self, paths=(), numbers=(), optional_paths=()):
+        for key in numbers:
+            _positive_int(getattr(self, key), key, self.KIND)
+        for key in paths:
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise DreamflowError(f"{self.KIND}: '{key}' must be a path")
+        for key in optional_paths:
+            _optional_path(getattr(self, key), key, self.KIND)
+        if self.SETTINGS and not isinstance(self.settings, self.SETTINGS):
+            raise DreamflowError(f"{self.KIND}: 'settings' must be {self.SETTINGS.__name__}")
 
 
 @dataclass(frozen=True)
-class FrameJob:
+class FrameJob(_Message):
     """Dream frame `number` into `output`.
 
-    `frame` is the raw frame (absent for zoom frames after the first); `previous` is dreamed frame
-    N-1, which a blend mixes in or a zoom zooms. `threads` is the torch thread count the job runs
-    with: results differ between thread counts, so every job names its own.
+    `frame` is the image to dream: the raw frame, or the blend step's start image when `prepared`
+    (then dreamed as it is: a noise start is already in it); absent for zoom frames after the
+    first, which dream `previous` (dreamed frame N-1) zoomed. `threads` is the torch thread count
+    the job runs with: results differ between thread counts, so every job names its own.
     """
+
+    KIND = "frame job"
+    SETTINGS = JobSettings
 
     number: int
     output: str
@@ -96,46 +209,62 @@ class FrameJob:
     threads: int
     frame: str | None = None
     previous: str | None = None
+    prepared: bool = False
 
     def __post_init__(self):
-        _positive_int(self.number, "number")
-        _positive_int(self.threads, "threads")
-        if not isinstance(self.output, str) or not self.output:
-            raise DreamflowError("frame job: 'output' must be a path")
-        _optional_path(self.frame, "frame")
-        _optional_path(self.previous, "previous")
-        if not isinstance(self.settings, JobSettings):
-            raise DreamflowError("frame job: 'settings' must be JobSettings")
+        self._check(("output",), ("number", "threads"), ("frame", "previous"))
+        if not isinstance(self.prepared, bool):
+            raise DreamflowError(f"{self.KIND}: 'prepared' must be true or false")
 
-    def to_message(self):
-        """The job as a JSON-ready mapping, the form it takes on the server's socket."""
-        return {
-            "number": self.number,
-            "output": self.output,
-            "settings": self.settings.to_mapping(),
-            "threads": self.threads,
-            "frame": self.frame,
-            "previous": self.previous,
-        }
 
-    @classmethod
-    def from_message(cls, message):
-        """A job from its socket form; anything malformed is a DreamflowError naming the field."""
-        if not isinstance(message, dict):
-            raise DreamflowError("frame job: expected a mapping")
-        expected = {"number", "output", "settings", "threads", "frame", "previous"}
-        unknown = sorted(set(message) - expected)
-        if unknown:
-            raise DreamflowError(f"frame job: unknown fields {', '.join(unknown)}")
-        missing = sorted({"number", "output", "settings", "threads"} - set(message))
-        if missing:
-            raise DreamflowError(f"frame job: missing fields {', '.join(missing)}")
-        settings = JobSettings.from_mapping(message["settings"], "frame job: settings")
-        return cls(
-            message["number"],
-            message["output"],
-            settings,
-            message["threads"],
-            message.get("frame"),
-            message.get("previous"),
-        )
+@dataclass(frozen=True)
+class BlendJob(_Message):
+    """Make the image that frame `number` of a chain starts from, into `output`: raw `frame`
+    plus the dream of its predecessor, `previous`; with a flow, carried along the `flow` file of
+    the pair (`previous_frame`, `frame`) of raw frames."""
+
+    KIND = "blend job"
+    SETTINGS = BlendSettings
+
+    number: int
+    output: str
+    settings: BlendSettings
+    frame: str
+    previous: str
+    previous_frame: str | None = None
+    flow: str | None = None
+
+    def __post_init__(self):
+        self._check(("output", "frame", "previous"), ("number",), ("previous_frame", "flow"))
+        if self.settings.blend.get("flow", "none") != "none" and not (
+            self.previous_frame and self.flow
+        ):
+            raise DreamflowError(
+                f"{self.KIND}: blend.flow {self.settings.blend['flow']} needs 'previous_frame' "
+                "and 'flow'"
+            )
+
+
+@dataclass(frozen=True)
+class FlowJob(_Message):
+    """The optical flow of raw `frame` back to raw `previous_frame`, and its reliability mask,
+    into the flow file `output`."""
+
+    KIND = "flow job"
+
+    output: str
+    frame: str
+    previous_frame: str
+    method: str
+    threads: int = 1
+    device: str = "auto"
+
+    def __post_init__(self):
+        self._check(("output", "frame", "previous_frame"), ("threads",))
+        if self.method not in FLOW_METHODS:
+            raise DreamflowError(
+                f"{self.KIND}: 'method' must be one of {', '.join(FLOW_METHODS)}, not "
+                f"{self.method!r}"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise DreamflowError(f"{self.KIND}: 'device' must be auto, cpu or cuda")

@@ -11,10 +11,11 @@ import shlex
 from dataclasses import dataclass, field
 
 from . import config as configuration
-from .blend import uses_previous_frame
+from .blend import uses_flow, uses_previous_frame
+from .chains import Chains, node_name
 from .frames import frame_name
-from .job import JobSettings, settings_text
-from .models import TORCHVISION_WEIGHTS, weights_cache_file
+from .job import BlendSettings, JobSettings, settings_text
+from .models import FLOW_WEIGHTS, TORCHVISION_WEIGHTS, weights_cache_file
 from .sweep import item_dream_settings, sheet_labels, sweep_items
 
 
@@ -39,6 +40,33 @@ class Layout:
         return f"{self.work}/{{name}}/dreamed/{{frame}}.{{ext}}"
 
     @property
+    def flow(self):
+        """The flow of raw frame {frame} back to the frame before it."""
+        return f"{self.work}/{{name}}/flow/{{frame}}.npz"
+
+    @property
+    def blended(self):
+        """The start image of dream node {frame} (see dreamflow.chains)."""
+        return f"{self.work}/{{name}}/blended/{{frame}}.{{ext}}"
+
+    @property
+    def seam(self):
+        """The crossfaded output of overlap frame {frame}."""
+        return f"{self.work}/{{name}}/seams/{{frame}}.{{ext}}"
+
+    @property
+    def scenes(self):
+        return f"{self.work}/{{name}}/scenes.json"
+
+    @property
+    def coherence(self):
+        return f"{self.results}/{{name}}/coherence.json"
+
+    @property
+    def coherence_plot(self):
+        return f"{self.results}/{{name}}/coherence.png"
+
+    @property
     def sweep_image(self):
         return f"{self.results}/{{name}}/sweep/{{item}}.{{ext}}"
 
@@ -61,20 +89,29 @@ class Layout:
 
 @dataclass(frozen=True)
 class InputPlan:
-    """One input of config.yaml and how it is dreamed."""
+    """One input of config.yaml and how it is dreamed.
+
+    Frames are dreamed as *nodes* (see dreamflow.chains): one per frame, plus a second dream of
+    each overlap frame when long chains are split. Blend chains are cut at scene cuts, which are
+    known only once the frames are extracted: the functions that depend on them take the input's
+    Chains, which the workflow builds from the scenes file.
+    """
 
     name: str
     path: str
     kind: str  # video, folder or image
-    settings: dict  # effective dream, blend, frames, encode, zoom and sweep settings
+    settings: dict  # effective dream, blend, scenes, frames, encode, zoom and sweep settings
     layout: Layout
-    threads: int  # torch threads of each dream job
-    chained: bool  # each dreamed frame starts from the previous dream (blend or zoom)
+    threads: int  # torch threads of each dream job, when the input is one chain or none
+    auto_threads: bool  # resources.dream_threads is auto: chains share the cores
+    blends: bool  # frames start from the previous dream of their chain (blend step, scenes)
     job_settings: str  # what every dream job of the input runs with, as stable JSON
+    blend_settings: str = ""  # what every blend job of the input runs with, as stable JSON
     sweep: dict = field(default_factory=dict)  # sweep item -> the job settings that dream it
     sweep_labels: list = field(default_factory=list)  # the contact sheet's label of each item
     weights: str | None = None  # the weights file dream jobs read; None for embedded weights
     model_inputs: dict = field(default_factory=dict)  # guide and weights files of every dream job
+    flow_weights: str | None = None  # the RAFT weights file flow jobs read
 
     @property
     def frame_format(self):
@@ -85,30 +122,127 @@ class InputPlan:
         zoom = self.settings["zoom"]
         return zoom["frames"] if zoom else None
 
-    def previous(self, number):
-        """The frame whose dream frame `number` starts from, or None: the chain, per frame."""
-        return number - 1 if self.chained and number > 1 else None
+    @property
+    def flow_method(self):
+        """The optical flow of the blend, or None when no flow files are made."""
+        return (
+            self.settings["blend"]["flow"]
+            if self.blends and uses_flow(self.settings["blend"])
+            else None
+        )
 
-    def needs_raw_frame(self, number):
-        """Zoom frames after the first dream the previous dream only."""
-        return not (self.zoom_frames and number > 1)
+    @property
+    def flow_device(self):
+        """RAFT runs where the dream runs; the OpenCV methods always on the CPU (so a changed
+        device reruns no OpenCV flow)."""
+        raft = (self.flow_method or "").startswith("raft")
+        return self.settings["dream"]["device"] if raft else "cpu"
 
-    def frame_count(self, extracted):
-        """Frames to dream, given how many the extraction made."""
-        return self.zoom_frames or extracted
+    @property
+    def scenes_settings(self):
+        return settings_text(self.settings["scenes"])
+
+    @property
+    def measures_coherence(self):
+        """Videos and image folders get a coherence figure; stills, zooms and sweeps do not."""
+        return self.kind != "image" and not self.sweep
+
+    def chains(self, count, cuts=()):
+        """The chains of `count` frames with scene cuts at `cuts`. Without blending every frame is
+        its own chain (a zoom's chain is its own; see dream_inputs)."""
+        if not self.blends:
+            return Chains(count, cuts=range(2, count + 1))  # every frame on its own
+        blend = self.settings["blend"]
+        return Chains(count, cuts, blend["max_chain"], blend["overlap"])
+
+    def dream_threads(self, chains):
+        """Torch threads per dream job: with dream_threads auto, the cores are shared among the
+        chains, which run side by side."""
+        if not (self.blends and self.auto_threads):
+            return self.threads
+        return max(1, self.threads // len(chains.segments))
+
+    def dream_inputs(self, node, chains):
+        """The files dream node `node` = (number, lead) reads: its start image (the raw frame, or
+        the blend step's start image in a chain, as "start"), the previous dream for zoom
+        frames, and the model files."""
+        number, lead = node
+        inputs = {}
+        if self.zoom_frames:
+            if number == 1:
+                inputs["frame"] = self.raw_frame(1)
+            else:
+                inputs["previous"] = self.dreamed_frame(number - 1)
+        elif self.blends and chains.previous(number, lead):
+            inputs["start"] = self.blended_frame(number, lead)
+        else:
+            inputs["frame"] = self.raw_frame(number)
+        inputs.update(self.model_inputs)
+        return inputs
+
+    def blend_inputs(self, node, chains):
+        """The files the blend of node `node` reads: raw frame N, the dream it continues, and with
+        a flow the raw frame before and the pair's flow file."""
+        number, lead = node
+        previous = chains.previous(number, lead)
+        inputs = {"frame": self.raw_frame(number), "previous": self.dreamed_frame(*previous)}
+        if self.flow_method:
+            inputs["previous_frame"] = self.raw_frame(number - 1)
+            inputs["flow"] = self.flow_file(number)
+        return inputs
+
+    def flow_inputs(self, number):
+        inputs = {"previous_frame": self.raw_frame(number - 1), "frame": self.raw_frame(number)}
+        if self.flow_weights:
+            inputs["weights"] = self.flow_weights
+        return inputs
 
     def raw_frame(self, number):
         return (
             f"{self.layout.frames.format(name=self.name)}/{frame_name(number)}.{self.frame_format}"
         )
 
-    def dreamed_frame(self, number):
+    def dreamed_frame(self, number, lead=False):
         return self.layout.dreamed.format(
+            name=self.name, frame=node_name(number, lead), ext=self.frame_format
+        )
+
+    def blended_frame(self, number, lead=False):
+        return self.layout.blended.format(
+            name=self.name, frame=node_name(number, lead), ext=self.frame_format
+        )
+
+    def seam_frame(self, number):
+        return self.layout.seam.format(
             name=self.name, frame=frame_name(number), ext=self.frame_format
         )
 
-    def dreamed_frames(self, extracted):
-        return [self.dreamed_frame(n) for n in range(1, self.frame_count(extracted) + 1)]
+    def flow_file(self, number):
+        return self.layout.flow.format(name=self.name, frame=frame_name(number))
+
+    def frame_count(self, extracted):
+        """Frames to dream, given how many the extraction made."""
+        return self.zoom_frames or extracted
+
+    def step_files(self, chains):
+        """Every dream, start image and flow file: each is a target, so that a deleted one is
+        always made again (and what depends on it redone), not skipped as an intermediate file
+        whose dependants are complete."""
+        files = [self.dreamed_frame(*node) for node in chains.nodes()]
+        if self.blends:
+            linked = [node for node in chains.nodes() if chains.previous(*node)]
+            files += [self.blended_frame(*node) for node in linked]
+            if self.flow_method:
+                files += [self.flow_file(n) for n in sorted({number for number, _ in linked})]
+        return files
+
+    def final_frames(self, chains):
+        """The frames of the result, in order: dreams, and crossfades at overlaps."""
+        seams = set(chains.seams)
+        return [
+            self.seam_frame(n) if n in seams else self.dreamed_frame(n)
+            for n in range(1, chains.count + 1)
+        ]
 
     def sweep_image(self, item):
         return self.layout.sweep_image.format(name=self.name, item=item, ext=self.frame_format)
@@ -124,6 +258,10 @@ class InputPlan:
     @property
     def frames_settings(self):
         return settings_text(self.settings["frames"])
+
+    @property
+    def seams_folder(self):
+        return os.path.dirname(self.layout.seam.format(name=self.name, frame="f", ext="e"))
 
     @property
     def encode_settings(self):
@@ -150,12 +288,22 @@ def weights_file(dream):
 
 
 def job_settings(settings):
-    """The settings a dream job needs, and nothing else: changing encode settings reruns no
-    dream."""
+    """The settings a dream job needs, and nothing else: changing encode or blend settings reruns
+    no dream by itself."""
     return JobSettings(
         dream=settings["dream"],
-        blend=settings["blend"],
         zoom=settings["zoom"],
+        jpg_quality=settings["frames"]["jpg_quality"],
+    )
+
+
+def blend_settings(settings):
+    """The settings a blend job needs."""
+    unused = BlendSettings.UNUSED_KEYS["blend"]
+    return BlendSettings(
+        blend={key: value for key, value in settings["blend"].items() if key not in unused},
+        start=settings["dream"]["start"],
+        seed=settings["dream"]["seed"],
         jpg_quality=settings["frames"]["jpg_quality"],
     )
 
@@ -174,10 +322,10 @@ class Plan:
 
     def _input_plan(self, name, path, kind, cores):
         settings = configuration.settings_for(self.config, name)
-        chained = bool(settings["zoom"]) or (
-            kind != "image" and uses_previous_frame(settings["blend"])
-        )
-        threads = dream_threads(self.config["resources"]["dream_threads"], chained, cores)
+        blends = not settings["zoom"] and kind != "image" and uses_previous_frame(settings["blend"])
+        chained = blends or bool(settings["zoom"])
+        setting = self.config["resources"]["dream_threads"]
+        threads = dream_threads(setting, chained, cores)
         job = job_settings(settings)
         sweep, labels = {}, []
         if settings["sweep"]:
@@ -188,6 +336,7 @@ class Plan:
                 sweep[item] = dataclasses.replace(job, dream=dream).text()
         weights = weights_file(settings["dream"])
         model_inputs = {"guide": settings["dream"]["guide"], "weights": weights}
+        flow = settings["blend"]["flow"]
         return InputPlan(
             name=name,
             path=path,
@@ -195,12 +344,15 @@ class Plan:
             settings=settings,
             layout=self.layout,
             threads=threads,
-            chained=chained,
+            auto_threads=setting == "auto",
+            blends=blends,
             job_settings=job.text(),
+            blend_settings=blend_settings(settings).text() if blends else "",
             sweep=sweep,
             sweep_labels=labels,
             weights=weights,
             model_inputs={key: file for key, file in model_inputs.items() if file},
+            flow_weights=weights_cache_file(flow) if blends and flow in FLOW_WEIGHTS else None,
         )
 
     def __getitem__(self, name):
@@ -215,21 +367,21 @@ class Plan:
 
     @property
     def uniform_threads(self):
-        """The dream threads when every input has the same (the usual case), else None: a number
-        spares Snakemake a function call per job."""
+        """The dream threads when every input has the same, else None: a number spares
+        Snakemake a function call per job."""
+        if any(plan.blends and plan.auto_threads for plan in self):
+            return None  # shared among the chains of the input, known only after scene detection
         counts = {plan.threads for plan in self}
         return counts.pop() if len(counts) == 1 else None
 
     @property
     def weights_cache_files(self):
-        """Cache files of the torchvision models in use without a weights file of their own."""
-        return sorted(
-            {
-                plan.weights
-                for plan in self
-                if plan.weights and not plan.settings["dream"]["weights"]
-            }
-        )
+        """Cache files of the torchvision models in use without a weights file of their own, and
+        of the RAFT flow models in use."""
+        dream_files = {
+            plan.weights for plan in self if plan.weights and not plan.settings["dream"]["weights"]
+        }
+        return sorted(dream_files | {plan.flow_weights for plan in self if plan.flow_weights})
 
     @property
     def ffmpeg_threads(self):

@@ -3,10 +3,12 @@
 Commands are built with ffmpeg-python as argument lists and run without a shell.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from fractions import Fraction
 
 import ffmpeg
@@ -239,13 +241,35 @@ def encode(probed, frames_settings, encode_settings, frame_paths, output, thread
     extraction = plan(probed, frames_settings)
     if not frame_paths:
         raise DreamflowError(f"no dreamed frames to encode for {output}")
+    with _numbered_sequence(frame_paths, os.path.dirname(output) or ".") as pattern:
+        _encode_sequence(
+            probed, extraction, encode_settings, pattern, len(frame_paths), output, threads
+        )
+
+
+@contextlib.contextmanager
+def _numbered_sequence(frame_paths, scratch_parent):
+    """An ffmpeg image pattern for `frame_paths`: their own folder when they are its frames 1..n
+    in order, else a temporary folder of links numbered 1..n (overlap frames come from another
+    folder)."""
+    folder = os.path.dirname(frame_paths[0])
     suffix = os.path.splitext(frame_paths[0])[1]
-    pattern = os.path.join(os.path.dirname(frame_paths[0]), f"%0{FRAME_DIGITS}d{suffix}")
+    pattern = os.path.join(folder, f"%0{FRAME_DIGITS}d{suffix}")
+    if all(path == pattern % number for number, path in enumerate(frame_paths, 1)):
+        yield pattern
+        return
+    with tempfile.TemporaryDirectory(prefix=".frames-", dir=scratch_parent) as links:
+        for number, path in enumerate(frame_paths, 1):
+            os.symlink(os.path.abspath(path), os.path.join(links, frame_name(number) + suffix))
+        yield os.path.join(links, f"%0{FRAME_DIGITS}d{suffix}")
+
+
+def _encode_sequence(probed, extraction, encode_settings, pattern, count, output, threads):
     fps = Fraction(extraction["fps"])
     # trim, not -frames:v (which drops the audio): stale frames past the count are left out
     streams = [
         ffmpeg.input(pattern, framerate=extraction["fps"], start_number=1)
-        .video.trim(end_frame=len(frame_paths))
+        .video.trim(end_frame=count)
         .filter("crop", "trunc(iw/2)*2", "trunc(ih/2)*2")
     ]  # yuv420p needs even sides
     options = {
@@ -261,9 +285,9 @@ def encode(probed, frames_settings, encode_settings, frame_paths, output, thread
     audio = probed.get("audio")
     if audio and encode_settings["audio"]:
         streams.append(
-            ffmpeg.input(
-                probed["path"], ss=extraction["start_seconds"], t=float(len(frame_paths) / fps)
-            )["a:0"]
+            ffmpeg.input(probed["path"], ss=extraction["start_seconds"], t=float(count / fps))[
+                "a:0"
+            ]
         )
         options["acodec"] = "copy" if audio["codec"] in AUDIO_COPY_CODECS else "aac"
     with atomic_path(output) as temporary:

@@ -9,9 +9,16 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from dreamflow.errors import DreamflowError
-from dreamflow.frames import FRAME_PATTERN, count_frames
-from dreamflow.models import TORCHVISION_WEIGHTS, model_of_weights_file, torch_cache_dir
+from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
+from dreamflow.frames import count_frames
+from dreamflow.models import (
+    FLOW_WEIGHTS,
+    TORCHVISION_WEIGHTS,
+    model_of_weights_file,
+    torch_cache_dir,
+)
 from dreamflow.plan import Plan, job_shell_prefix
+from dreamflow.scenes import read_scenes
 
 
 def all_cores():
@@ -36,10 +43,12 @@ shell.prefix(job_shell_prefix(sys.executable, IN_CONTAINER))
 
 wildcard_constraints:
     name="|".join(re.escape(name) for name in PLAN.names),
-    frame=FRAME_PATTERN,
+    frame=NODE_PATTERN,
     ext="png|jpg",
     item=r"\d\d+-[A-Za-z0-9_.+-]+",
-    weights_file="|".join(re.escape(file) for _, file in TORCHVISION_WEIGHTS.values()),
+    weights_file="|".join(
+        re.escape(file) for _, file in [*TORCHVISION_WEIGHTS.values(), *FLOW_WEIGHTS.values()]
+    ),
 
 
 def per_frame(function):
@@ -55,30 +64,56 @@ def frames_folder(name):
     return checkpoints.extract_frames.get(name=name).output.frames
 
 
-def dreamed_frames_of(name):
+CHAINS = {}  # (name, file the chains come from, its mtime) -> Chains
+
+
+def chains_of(name):
+    """The chains of an input: from its scenes file when it blends (a checkpoint: asking for it
+    orders the asking job after scene detection), else from the extracted frames."""
     plan = PLAN[name]
-    return plan.dreamed_frames(count_frames(frames_folder(name), plan.frame_format))
+    if plan.blends:
+        source = checkpoints.scenes.get(name=name).output.scenes
+    else:
+        source = frames_folder(name)
+    key = (name, source, os.stat(source).st_mtime_ns)
+    if key not in CHAINS:
+        if plan.blends:
+            scenes = read_scenes(source)
+            CHAINS[key] = plan.chains(scenes["frames"], scenes["cuts"])
+        else:
+            CHAINS[key] = plan.chains(plan.frame_count(count_frames(source, plan.frame_format)))
+    return CHAINS[key]
 
 
-def dreamed_frames(wildcards):
-    return dreamed_frames_of(wildcards.name)
+def final_frames(wildcards):
+    plan = PLAN[wildcards.name]
+    return plan.final_frames(chains_of(plan.name))
+
+
+def chains_params(wildcards, input):
+    """The encode and coherence options that name the output frames: the dreamed frames, and the
+    crossfades of overlap frames."""
+    plan = PLAN[wildcards.name]
+    chains = chains_of(plan.name)
+    arguments = ["--frames-dir", os.path.dirname(plan.dreamed_frame(1)), "--count", chains.count]
+    if chains.seams:
+        arguments += ["--seams-dir", plan.seams_folder, "--seams", ranges_text(chains.seams)]
+    return [str(argument) for argument in arguments]
+
+
+def node_chains(plan):
+    """The chains a node's input function needs: only blend chains depend on the scenes file."""
+    return chains_of(plan.name) if plan.blends else None
 
 
 @per_frame
 def dream_frame_inputs(wildcards):
-    """The raw frame (none for zoom frames after the first), the previous dream when the frame
-    chains (the DAG edge: dream N waits for dreamed N-1), the guide image and the weights.
-    Dream jobs are only asked for once extract_frames has run, so paths need no checkpoint."""
+    """The start image (raw frame N, or in a blend chain the blend step's start image), the
+    previous dream for zoom frames (the DAG edge: dream N waits for dreamed N-1), the guide image
+    and the weights. Dream jobs are only asked for once the frames are extracted and their scenes
+    known, so the paths need no checkpoint."""
     plan = PLAN[wildcards.name]
-    number = int(wildcards.frame)
-    inputs = {}
-    if plan.needs_raw_frame(number):
-        inputs["frame"] = plan.raw_frame(number)
-    previous = plan.previous(number)
-    if previous:
-        inputs["previous"] = plan.dreamed_frame(previous)
-    inputs.update(plan.model_inputs)
-    return inputs
+    return plan.dream_inputs(parse_node(wildcards.frame), node_chains(plan))
 
 
 @per_frame
@@ -88,16 +123,62 @@ def dream_frame_settings(wildcards):
 
 @per_frame
 def dream_frame_paths(wildcards, input):
-    arguments = []
+    arguments = ["--number", str(parse_node(wildcards.frame)[0])]
     for key in ("frame", "previous"):
         if key in input.keys():
             arguments += [f"--{key}", input[key]]
+    if "start" in input.keys():
+        arguments += ["--frame", input.start, "--prepared"]
     return arguments
 
 
 @per_frame
 def dream_frame_threads(wildcards):
-    return PLAN[wildcards.name].threads
+    plan = PLAN[wildcards.name]
+    return plan.dream_threads(node_chains(plan))
+
+
+@per_frame
+def blend_inputs(wildcards):
+    plan = PLAN[wildcards.name]
+    return plan.blend_inputs(parse_node(wildcards.frame), chains_of(plan.name))
+
+
+@per_frame
+def blend_settings(wildcards):
+    return PLAN[wildcards.name].blend_settings
+
+
+@per_frame
+def blend_paths(wildcards, input):
+    arguments = ["--number", str(parse_node(wildcards.frame)[0])]
+    for key in ("frame", "previous", "previous_frame", "flow"):
+        if key in input.keys():
+            arguments += ["--" + key.replace("_", "-"), input[key]]
+    return arguments
+
+
+@per_frame
+def flow_inputs(wildcards):
+    return PLAN[wildcards.name].flow_inputs(int(wildcards.frame))
+
+
+def crossfade_inputs(wildcards):
+    plan = PLAN[wildcards.name]
+    number = int(wildcards.frame)
+    return {"old": plan.dreamed_frame(number), "new": plan.dreamed_frame(number, lead=True)}
+
+
+def crossfade_weight(wildcards):
+    return chains_of(wildcards.name).lead_weight(int(wildcards.frame))
+
+
+def coherence_inputs(wildcards):
+    plan = PLAN[wildcards.name]
+    inputs = {"raw": frames_folder(plan.name), "frames": final_frames(wildcards)}
+    if plan.blends:
+        inputs["scenes"] = checkpoints.scenes.get(name=plan.name).output.scenes
+    return inputs
 
 
 def sweep_layer_inputs(wildcards):
@@ -112,10 +193,17 @@ def sweep_images(wildcards):
 
 
 def all_targets(wildcards):
-    """Every result, and every dreamed frame as well, so that a deleted frame is always redone."""
+    """Every result, and every file of the frame steps as well, so that a deleted one is always
+    made again."""
     targets = []
     for plan in PLAN:
         if not plan.sweep:
-            targets += dreamed_frames_of(plan.name)
+            chains = chains_of(plan.name)
+            targets += plan.step_files(chains) + plan.final_frames(chains)
+            if plan.measures_coherence:
+                targets += [
+                    LAYOUT.coherence.format(name=plan.name),
+                    LAYOUT.coherence_plot.format(name=plan.name),
+                ]
         targets.append(plan.result)
     return targets

@@ -1,5 +1,7 @@
-# Dream one frame. When frames chain (blend or zoom), the previous dreamed frame is an input: an
-# explicit DAG edge, so frames are dreamed in order and deleting frame k redoes k..end.
+# Dream one frame, or one node of a chain (see dreamflow.chains: an overlap frame of a long chain
+# is dreamed by both segments, its second dream named 000123-lead). In a blend chain the dream
+# starts from the blend step's start image; a zoom frame from the previous dream, an explicit DAG
+# edge, so frames are dreamed in order and deleting frame k redoes k..end of its chain.
 #
 # The job is a torch-free client that hands the frame to this node's model server, which runs
 # under the Python that installed dreamflow; the conda environment documents that software.
@@ -24,8 +26,70 @@ rule dream_frame:
     message:
         "Dreaming frame {wildcards.frame} of {wildcards.name}"
     shell:
-        "dreamflow dream-frame {params.paths:q} --number {wildcards.frame}"
-        " --settings {params.settings:q} --threads {threads} -o {output.frame:q} 2> {log:q}"
+        "dreamflow dream-frame {params.paths:q} --settings {params.settings:q}"
+        " --threads {threads} -o {output.frame:q} 2> {log:q}"
+
+
+# The start image of a chained frame: raw frame N and the dream of its predecessor, carried along
+# the optical flow of the raw pair when blend.flow is on. The chain's first frame has none.
+rule blend:
+    input:
+        unpack(blend_inputs),
+    output:
+        start=LAYOUT.blended,
+    log:
+        LAYOUT.log("blend/{frame}.{ext}"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        settings=blend_settings,
+        paths=blend_paths,
+    message:
+        "Blending frame {wildcards.frame} of {wildcards.name}"
+    shell:
+        "dreamflow blend {params.paths:q} --settings {params.settings:q}"
+        " -o {output.start:q} 2> {log:q}"
+
+
+# The optical flow of raw frame N back to N-1 and its reliability mask: depends on the raw frames
+# only, so flow jobs run ahead of the dream chains, in parallel.
+rule flow:
+    input:
+        unpack(flow_inputs),
+    output:
+        flow=LAYOUT.flow,
+    log:
+        LAYOUT.log("flow/{frame}"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        method=lambda wildcards: PLAN[wildcards.name].flow_method,
+        device=lambda wildcards: PLAN[wildcards.name].flow_device,
+    message:
+        "Optical flow of frame {wildcards.frame} of {wildcards.name}"
+    shell:
+        "dreamflow flow --previous-frame {input.previous_frame:q} --frame {input.frame:q}"
+        " --method {params.method} --device {params.device} -o {output.flow:q} 2> {log:q}"
+
+
+# An overlap frame of a long chain: the old segment's dream fading into the new one's.
+rule crossfade:
+    input:
+        unpack(crossfade_inputs),
+    output:
+        frame=LAYOUT.seam,
+    log:
+        LAYOUT.log("crossfade/{frame}.{ext}"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        weight=crossfade_weight,
+        quality=lambda wildcards: PLAN[wildcards.name].settings["frames"]["jpg_quality"],
+    message:
+        "Crossfading frame {wildcards.frame} of {wildcards.name}"
+    shell:
+        "dreamflow crossfade {input.old:q} {input.new:q} --weight {params.weight}"
+        " --jpg-quality {params.quality} -o {output.frame:q} 2> {log:q}"
 
 
 # A layer sweep: the first frame dreamed once per sweep item (jobs run in parallel).

@@ -4,7 +4,7 @@
 rule encode:
     input:
         probe=rules.probe.output.probe,
-        frames=dreamed_frames,
+        frames=final_frames,
     output:
         video=LAYOUT.video,
     log:
@@ -14,14 +14,12 @@ rule encode:
     threads: PLAN.ffmpeg_threads
     params:
         settings=lambda wildcards: PLAN[wildcards.name].encode_settings,
-        frames_dir=lambda wildcards, input: os.path.dirname(input.frames[0]),
-        frame_count=lambda wildcards, input: len(input.frames),
+        frames=chains_params,
     message:
         "Encoding {output.video}"
     shell:
         "dreamflow encode --probe {input.probe:q} --settings {params.settings:q}"
-        " --frames-dir {params.frames_dir:q} --count {params.frame_count} --threads {threads}"
-        " -o {output.video:q} 2> {log:q}"
+        " {params.frames:q} --threads {threads} -o {output.video:q} 2> {log:q}"
 
 
 # A single image needs no video: its one dreamed frame is the result.
@@ -38,3 +36,27 @@ rule publish_image:
         "Publishing {output.image}"
     shell:
         "cp {input.frame:q} {output.image:q} 2> {log:q}"
+
+
+# How coherent the dreamed video is: the warping error of the dreamed and the raw frames along
+# the raw frames' optical flow, and the dream strength (see dreamflow.coherence).
+rule coherence:
+    input:
+        unpack(coherence_inputs),
+    output:
+        figures=LAYOUT.coherence,
+        plot=LAYOUT.coherence_plot,
+    log:
+        LAYOUT.log("coherence"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        frames=chains_params,
+        scenes=lambda wildcards, input: (
+            ["--scenes", input.scenes] if "scenes" in input.keys() else []
+        ),
+    message:
+        "Measuring the coherence of {wildcards.name}"
+    shell:
+        "dreamflow coherence {input.raw:q} {params.frames:q} {params.scenes:q}"
+        " -o {output.figures:q} --plot {output.plot:q} 2> {log:q}"

@@ -34,3 +34,24 @@ checkpoint extract_frames:
     shell:
         "dreamflow extract --probe {input.probe:q} --settings {params.settings:q}"
         " --threads {threads} -o {output.frames:q} 2> {log:q}"
+
+
+# The scene cuts of an input that blends: chains restart at each (a checkpoint: the chains, and so
+# the DAG of the dream jobs, are known only once it has run).
+checkpoint scenes:
+    input:
+        frames=LAYOUT.frames,
+    output:
+        scenes=LAYOUT.scenes,
+    log:
+        LAYOUT.log("scenes"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        settings=lambda wildcards: PLAN[wildcards.name].scenes_settings,
+        format=lambda wildcards: PLAN[wildcards.name].frame_format,
+    message:
+        "Finding the scene cuts of {wildcards.name}"
+    shell:
+        "dreamflow scenes --frames {input.frames:q} --format {params.format}"
+        " --settings {params.settings:q} -o {output.scenes:q} 2> {log:q}"

@@ -144,17 +144,20 @@ def ensure_server(paths, env=None):
         raise Unavailable(f"the server did not answer within {START_TIMEOUT:g} s; see {paths.log}")
 
 
-def request_dream(job, env=None, notes=sys.stderr):
-    """Have the server dream the FrameJob `job`; True once it has, False when the caller must dream
-    in-process.
+DONE = {protocol.DREAM: "dreamed", protocol.BLEND: "blended", protocol.FLOW: "flow computed"}
+
+
+def request(op, job, env=None, notes=sys.stderr):
+    """Have the server run `job` (op dream: a FrameJob, blend: a BlendJob, flow: a FlowJob); True
+    once it has, False when the caller must run it in-process.
 
     A DreamflowError from the server is raised here; why the server could not be used is written
-    to `notes` as one line.
+    to `notes` as one line, and so are the server's notes about the job.
     """
     env = os.environ if env is None else env
     if not enabled(env):
         return False
-    message = protocol.dream_request(os.getcwd(), job)
+    message = protocol.job_request(op, os.getcwd(), job)
     try:
         paths = server_paths(env=env)
         prepare_dir(paths)
@@ -170,8 +173,10 @@ def request_dream(job, env=None, notes=sys.stderr):
                 continue
             status = reply.get("status")
             if status == protocol.OK:
+                for note in reply.get("notes") or []:
+                    print(note, file=notes, flush=True)
                 print(
-                    f"dreamflow: dreamed by the model server: {reply.get('dreamer')}",
+                    f"dreamflow: {DONE[op]} by the model server: {reply.get('dreamer')}",
                     file=notes,
                     flush=True,
                 )
@@ -185,12 +190,12 @@ def request_dream(job, env=None, notes=sys.stderr):
             raise Unavailable(reply.get("message") or f"unexpected reply from the server: {reply}")
     except DreamflowError:
         raise
-    except Exception as error:  # Unavailable, or anything unforeseen: the frame is dreamed anyway
+    except Exception as error:  # Unavailable, or anything unforeseen: the job runs anyway
         note = " ".join(str(error).split())
         if not isinstance(error, Unavailable):
             note = f"{type(error).__name__}: {note}"
         print(
-            f"dreamflow: note: no model server ({note}); dreaming in-process",
+            f"dreamflow: note: no model server ({note}); running in-process",
             file=notes,
             flush=True,
         )

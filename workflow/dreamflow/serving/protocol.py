@@ -1,7 +1,8 @@
 """The wire format between client and server: one JSON line each way, one request per connection.
 
 Requests: {"op": "status"} (the server's pid, directory and load), {"op": "stop"} (leave once
-idle) and {"op": "dream", "cwd": ..., "job": FrameJob.to_message()}. Every reply has a "status":
+idle), and jobs: {"op": "dream" | "blend" | "flow", "cwd": ..., "job": job.to_message()} for a
+FrameJob, BlendJob or FlowJob. Every reply has a "status":
 ok; error (the user's mistake, a DreamflowError: "message" is shown as is); failed or unavailable
 (the server could not do it: the client dreams in-process); retry (the server is stale and leaving:
 start another and send again).
@@ -13,7 +14,9 @@ import os
 import socket
 import sys
 
-STATUS, STOP, DREAM = "status", "stop", "dream"
+STATUS, STOP = "status", "stop"
+DREAM, BLEND, FLOW = "dream", "blend", "flow"
+JOB_OPS = (DREAM, BLEND, FLOW)
 OK, ERROR, FAILED, UNAVAILABLE, RETRY = "ok", "error", "failed", "unavailable", "retry"
 MAX_REQUEST_BYTES = 1 << 20
 CONNECT_TIMEOUT = 10.0
@@ -37,8 +40,8 @@ def encode(message):
     return json.dumps(message).encode() + b"\n"
 
 
-def dream_request(cwd, job):
-    return {"op": DREAM, "cwd": cwd, "job": job.to_message()}
+def job_request(op, cwd, job):
+    return {"op": op, "cwd": cwd, "job": job.to_message()}
 
 
 def exchange(socket_path, message, timeout):

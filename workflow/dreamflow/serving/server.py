@@ -6,15 +6,16 @@ serve`. It
 
 - binds its Unix socket first and imports torch after, so clients see it at once and their requests
   wait for the import instead of timing out;
-- answers one request per connection (see serving.protocol). A dream request's job is parsed with
-  FrameJob.from_message and its settings checked against the config schema; it is then dreamed by
-  dreamstep.run_job with the Dreamer settings and torch thread count the client would use
-  in-process, so the bytes are the same whichever process dreamed them (the frame is written
-  atomically, by images.write_rgb);
+- answers one request per connection (see serving.protocol). A job (dream, blend or flow) is
+  parsed with its class's from_message and its settings checked against the config schema; a
+  dream is then run by dreamstep.run_job with the Dreamer settings and torch thread count the
+  client would use in-process, a blend by blend.run_blend and a flow by blend.run_flow, so the
+  bytes are the same whichever process made them (files are written atomically). Blend and flow
+  jobs cost milliseconds here against a process start of their own: that is why they come here;
 - runs each connection in its own thread, letting requests through a ThreadGate (serving.gate);
 - keeps the last few Dreamers (`--models`, default 2) keyed by the dream settings, the thread count
   and the size and mtime of the weights and guide files;
-- exits after `--idle` seconds without dream requests, removing its socket; also when its socket
+- exits after `--idle` seconds without job requests, removing its socket; also when its socket
   file is removed or replaced, or on SIGTERM/SIGINT.
 
 A DreamflowError (the user's mistake, a malformed job included) goes back to the client as
@@ -24,6 +25,7 @@ dreams in-process.
 
 import collections
 import contextlib
+import io
 import json
 import os
 import select
@@ -34,11 +36,12 @@ import time
 import traceback
 
 from ..errors import DreamflowError
-from ..job import FrameJob
+from ..job import BlendJob, FlowJob, FrameJob
 from . import protocol
 from .gate import ThreadGate
 
 DEFAULT_MODELS = 2
+JOBS = {protocol.DREAM: FrameJob, protocol.BLEND: BlendJob, protocol.FLOW: FlowJob}
 ACCEPT_POLL = 0.25  # seconds between idle checks
 
 
@@ -168,7 +171,7 @@ class Server:
         self.load_error = None
         self._state = threading.Lock()
         self._active = 0  # connections being handled
-        self._dream_requests = 0
+        self._job_requests = 0
         self.dreaming = 0
         self.served = 0
         self._last_request = time.monotonic()
@@ -294,7 +297,7 @@ class Server:
                 "cwd": self.cwd,
                 "ready": self.ready.is_set(),
                 "error": self.load_error,
-                "requests": self._dream_requests,
+                "requests": self._job_requests,
                 "dreaming": self.dreaming,
                 "served": self.served,
                 "models": len(self.dreamers),
@@ -325,15 +328,15 @@ class Server:
                 with self._state:
                     self._stopping = True
                 return {"status": protocol.OK}
-            if op != protocol.DREAM:
+            if op not in protocol.JOB_OPS:
                 return {"status": protocol.FAILED, "message": f"unknown request {op!r}"}
             with self._state:
-                self._dream_requests += 1
+                self._job_requests += 1
             try:
-                return self._dream(request, connection)
+                return self._run(op, request, connection)
             finally:
                 with self._state:
-                    self._dream_requests -= 1
+                    self._job_requests -= 1
                     self._last_request = time.monotonic()
         except Exception as error:
             log(f"request failed:\n{traceback.format_exc()}")
@@ -348,12 +351,13 @@ class Server:
         except (OSError, TypeError):
             return False
 
-    def _dream(self, request, connection):
+    def _run(self, op, request, connection):
         try:
-            job = FrameJob.from_message(request.get("job"))
-            self.settings_checks.check(job.settings)
+            job = JOBS[op].from_message(request.get("job"))
+            if job.SETTINGS:
+                self.settings_checks.check(job.settings)
         except DreamflowError as error:
-            log(f"malformed job: {error}")
+            log(f"malformed {op} job: {error}")
             return {"status": protocol.ERROR, "message": str(error)}
         self.ready.wait()
         if self.load_error:
@@ -367,31 +371,63 @@ class Server:
                 "status": protocol.RETRY,
                 "message": f"the server's directory {self.cwd} is gone",
             }
+        notes = io.StringIO()
+        started = time.monotonic()
+        try:
+            if op == protocol.DREAM:
+                if not self._dream(job, connection):
+                    return {"status": protocol.FAILED, "message": "the client left"}
+            elif op == protocol.FLOW:
+                self._flow(job)
+            else:
+                from ..blend import run_blend
+
+                run_blend(job, notes)
+        except DreamflowError as error:
+            log(f"{job.output}: error: {error}")
+            return {"status": protocol.ERROR, "message": str(error)}
+        log(f"{job.output} in {time.monotonic() - started:.2f} s")
+        return {
+            "status": protocol.OK,
+            "dreamer": protocol.dreamer_identity(),
+            "notes": notes.getvalue().splitlines(),
+        }
+
+    def _dream(self, job, connection):
+        """Dream a FrameJob; False when its client left while it waited at the gate."""
         import torch
 
         from ..dreamstep import run_job
 
         with self.gate.held(job.threads):
             if _client_gone(connection):
-                return {"status": protocol.FAILED, "message": "the client left"}
+                return False
             torch.set_num_threads(job.threads)  # this thread's OpenMP team only
-            started = time.monotonic()
+            dreamer = self.dreamers.get(job.settings.dream, job.threads)
+            with self._state:
+                self.dreaming += 1
             try:
-                dreamer = self.dreamers.get(job.settings.dream, job.threads)
+                run_job(job, dreamer)
+            finally:
                 with self._state:
-                    self.dreaming += 1
-                try:
-                    run_job(job, dreamer)
-                finally:
-                    with self._state:
-                        self.dreaming -= 1
-            except DreamflowError as error:
-                log(f"{job.output}: error: {error}")
-                return {"status": protocol.ERROR, "message": str(error)}
+                    self.dreaming -= 1
         with self._state:
             self.served += 1
-        log(f"{job.output} in {time.monotonic() - started:.2f} s (threads: {job.threads})")
-        return {"status": protocol.OK, "dreamer": protocol.dreamer_identity()}
+        return True
+
+    def _flow(self, job):
+        """Compute a FlowJob. RAFT runs torch, so it passes the gate with its thread count as a
+        dream does; the OpenCV methods run beside the dreams."""
+        from ..blend import run_flow
+
+        if not job.method.startswith("raft"):
+            run_flow(job)
+            return
+        import torch
+
+        with self.gate.held(job.threads):
+            torch.set_num_threads(job.threads)
+            run_flow(job)
 
 
 def _leave(signum, frame):
