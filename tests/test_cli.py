@@ -307,3 +307,151 @@ def test_contact_sheet_needs_one_label_per_image(tmp_path):
         tmp_path / "s.png",
     )
     assert "2 images but 1 labels" in assert_one_line_error(result)
+
+
+# ---- the frame steps and the coherence figure ----
+
+
+def write_pan(folder, frames=4, shift=3):
+    """Raw frames of a pan, 000001.png ..., and returns their folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texture = pattern_array(36, 64 + shift * frames, seed=2)
+    for number in range(1, frames + 1):
+        part = texture[:, shift * (number - 1) : shift * (number - 1) + 64]
+        write_rgb(part.copy(), folder / f"{number:06d}.png")
+    return folder
+
+
+def test_coherence_of_two_folders_writes_the_figures_and_the_plot(tmp_path):
+    raw = write_pan(tmp_path / "raw")
+    dreamed = tmp_path / "dreamed"
+    dreamed.mkdir()
+    for number in range(1, 5):  # a dream fixed on the screen: it ghosts
+        frame = read_rgb(raw / f"{number:06d}.png").astype(int)
+        frame[10:20, 10:30] += 60
+        write_rgb(frame.clip(0, 255).astype("uint8"), dreamed / f"{number:06d}.png")
+    result = dreamflow(
+        "coherence", raw, dreamed, "-o", tmp_path / "c.json", "--plot", tmp_path / "c.png"
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "c.json").read_text())
+    assert figures["pairs"] == 3 and figures["e_warp_dreamed"] > 10 * figures["e_warp_raw"]
+    assert result.stdout.startswith("E_warp dreamed ")
+    assert read_rgb(tmp_path / "c.png").shape == (240, 640, 3)
+
+
+def test_coherence_takes_overlap_frames_from_the_seams_folder(tmp_path):
+    raw = write_pan(tmp_path / "raw")
+    seams = tmp_path / "seams"
+    seams.mkdir()
+    write_rgb(pattern_array(36, 64, seed=9).copy(), seams / "000003.png")
+    plain = dreamflow(
+        "coherence", raw, "--frames-dir", raw, "--count", 4, "-o", tmp_path / "a.json"
+    )
+    seamed = dreamflow(
+        "coherence",
+        raw,
+        "--frames-dir",
+        raw,
+        "--count",
+        4,
+        "--seams-dir",
+        seams,
+        "--seams",
+        "3",
+        "-o",
+        tmp_path / "b.json",
+    )
+    assert plain.returncode == 0 and seamed.returncode == 0, seamed.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["strength"] == 0
+    assert json.loads((tmp_path / "b.json").read_text())["strength"] > 0
+
+
+def test_coherence_of_folders_of_different_lengths_is_a_one_line_error(tmp_path):
+    raw = write_pan(tmp_path / "raw", frames=4)
+    short = write_pan(tmp_path / "short", frames=3)
+    line = assert_one_line_error(dreamflow("coherence", raw, short))
+    assert str(raw) in line and str(short) in line
+
+
+def test_flow_then_blend_from_the_command_line(tmp_path):
+    raw = write_pan(tmp_path / "raw", frames=2)
+    env = {"DREAMFLOW_SERVER": "off"}
+    flow = dreamflow(
+        "flow",
+        "--previous-frame",
+        raw / "000001.png",
+        "--frame",
+        raw / "000002.png",
+        "-o",
+        tmp_path / "flow.npz",
+        env=env,
+    )
+    assert flow.returncode == 0, flow.stderr
+    settings = json.dumps(
+        {
+            "blend": {
+                "mode": "constant",
+                "factor": 1.0,
+                "flow": "dis",
+                "carry": "detail",
+                "low": 0.5,
+                "high": 1.0,
+                "period": 10,
+                "seed": 0,
+            }
+        }
+    )
+    blend = dreamflow(
+        "blend",
+        "--number",
+        2,
+        "--frame",
+        raw / "000002.png",
+        "--previous",
+        raw / "000001.png",
+        "--previous-frame",
+        raw / "000001.png",
+        "--flow",
+        tmp_path / "flow.npz",
+        "--settings",
+        settings,
+        "-o",
+        tmp_path / "start.png",
+        env=env,
+    )
+    assert blend.returncode == 0, blend.stderr
+    # the previous dream is its raw frame: no detail to carry, the start image is raw frame 2
+    difference = read_rgb(tmp_path / "start.png").astype(int) - read_rgb(raw / "000002.png")
+    assert abs(difference).max() <= 1
+
+
+def test_frame_step_commands_name_bad_values_in_one_line(tmp_path):
+    raw = write_pan(tmp_path / "raw", frames=2)
+    bad_method = dreamflow(
+        "flow",
+        "--previous-frame",
+        raw / "000001.png",
+        "--frame",
+        raw / "000002.png",
+        "--method",
+        "lucas",
+        "-o",
+        tmp_path / "f.npz",
+    )
+    assert "'method' must be one of dis" in assert_one_line_error(bad_method)
+    weight = dreamflow(
+        "crossfade", raw / "000001.png", raw / "000002.png", "--weight", 2, "-o", tmp_path / "x.png"
+    )
+    assert "--weight: 2.0 is not between 0 and 1" in assert_one_line_error(weight)
+    scenes = dreamflow(
+        "scenes",
+        "--frames",
+        raw,
+        "--settings",
+        '{"cuts": [9], "threshold": 0.3}',
+        "-o",
+        tmp_path / "s.json",
+    )
+    assert "scenes.cuts" in assert_one_line_error(scenes)
+    assert not any(tmp_path.glob("*.npz")) and not (tmp_path / "s.json").exists()

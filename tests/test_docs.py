@@ -10,7 +10,7 @@ from dreamflow import config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = config.load_schema()
-SECTIONS = ("resources", "dream", "blend", "frames", "encode")
+SECTIONS = ("resources", "dream", "blend", "scenes", "frames", "encode")
 
 
 def section_keys(section):
