@@ -1,6 +1,7 @@
 """How much of a workflow run is dreaming? Prints one table, all figures measured side by side here.
 
     .venv/bin/python tests/benchmarks/workflow_overhead.py [--frames 48] [--repeats 3]
+        [--only a,e,g] [--baseline CHECKOUT]
 
 (a) per-frame dream time in one warm process: the compute floor
 (b) whole-workflow wall time per frame, `snakemake --cores 2`, frames dreamed through the model
@@ -8,17 +9,39 @@
 (c) b / a (target: at most 1.15); b2 and b2 / a: the same with 2 threads per frame, as in (a)
 (d) the same workflow with one fresh process per frame (DREAMFLOW_SERVER=off: import torch and
     load the model every time, as the old tools do), and d / b
-(e) dry-run DAG build time for a synthetic 10,000- and 108,000-frame video with blending on, and
-    the same for a bare Snakefile of the same DAG shape: Snakemake's own floor
+(e) dry-run DAG build time for a synthetic extraction of --dag-frames frames (default 10,000:
+    empty frame files and a scenes.json written as the scenes checkpoint writes it), blend
+    constant: with flow dis in one scene and in ten equal scenes (ten / one: target at most 1.0),
+    with flow none in one scene (blend steps, no flow steps), and a bare Snakefile of the old DAG
+    shape (one chained job per frame), Snakemake's own floor. The job counts of each DAG are
+    checked, so that a DAG missing its frame steps cannot pass for a fast one.
 (f) peak RSS of the model server and of one client
+(g) per-frame wall time of a blend chain, real runs: --chain-frames frames (default 24) of
+    320x180 with a tiny dream (1 octave of 1 step, layer block4), so that the per-frame overhead
+    of the frame steps shows; `snakemake --cores 2` with the model server, target the video (not
+    the coherence figure, which the baseline has no rule for), scene cuts none (one chain).
+    g0: blend none (independent frames), for reference; g1: blend constant, flow none (a blend
+    step and a dream step per frame); g2: blend constant, flow dis (flow steps run ahead, then
+    blend and dream); g3: with --baseline, that checkout with blend constant (the blend inside
+    the dream job), its jobs running its own package (PYTHONPATH=CHECKOUT/workflow, checked on its
+    server). Ratios g1 / g3 and g2 / g3, and g1 - g3 in ms: the cost of the separate blend step.
+    Each also as the time from the first dream finished to the last, per frame: the chain's
+    pace without the fixed costs (start-up, extraction, the server's start, the encode).
 
-Not a test: it takes minutes and its figures depend on the machine. Medians over --repeats runs.
-The dream settings are the defaults (3 octaves of 10 steps, EfficientNet-Lite0 block10) on a
-320x180 test pattern; on this project's 2-core CPU figures are CPU-only.
+--baseline CHECKOUT runs (e) and (g) also for another checkout of dreamflow (e.g. a git worktree
+of an older commit), alternating with this one so that load changes hit both alike. --only picks
+parts by letter: a, b, c, d and f come from the same runs, so naming any of them measures all
+five; --dag-only is --only e.
+
+Not a test: it takes minutes and its figures depend on the machine. Medians over --repeats runs
+(--dag-repeats for (e)). The dream settings of (a)-(d) and (f) are the defaults (3 octaves of 10
+steps, EfficientNet-Lite0 block10) on a 320x180 test pattern; on this project's 2-core CPU
+figures are CPU-only.
 """
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import statistics
@@ -32,14 +55,24 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # run as a script, so pytest's pythonpath does not apply
+sys.path.insert(0, str(REPO / "workflow"))  # this checkout's dreamflow, whatever is installed
 
+from dreamflow.scenes import write_scenes  # noqa: E402
 from helpers import make_video  # noqa: E402
 
 PYTHON = sys.executable
 WIDTH, HEIGHT, FPS = 320, 180, 24
+# (g): a dream that costs little, so that the per-frame overhead of the frame steps shows
+TINY_DREAM = {"octaves": 1, "iterations": 1, "layers": ["block4"]}
+MAIN_PARTS = set("abcdf")  # measured from the same runs: c is b / a, d and f need b's runs
 
 
-def write_project(directory, frames, blend="none", dream_threads="auto"):
+def write_project(
+    directory, frames, blend="none", dream_threads="auto", flow=None, dream=None, cuts=None
+):
+    """A project of a `frames`-frame test pattern. `flow` and `cuts` (blend.flow, scenes.cuts)
+    are left out when None, the shipped defaults, and so that an older checkout without those
+    settings accepts the config."""
     directory.mkdir(parents=True, exist_ok=True)
     make_video(
         directory / "clip.mp4",
@@ -54,10 +87,17 @@ def write_project(directory, frames, blend="none", dream_threads="auto"):
         "blend": {"mode": blend},
         "resources": {"dream_threads": dream_threads, "ffmpeg_threads": 2},
     }
+    if flow is not None:
+        config["blend"]["flow"] = flow
+    if dream:
+        config["dream"] = dream
+    if cuts is not None:
+        config["scenes"] = {"cuts": cuts}
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
 
 
 def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile"):
+    """Runs Snakemake on `directory`; its wall time in seconds and its output."""
     command = [
         PYTHON,
         "-m",
@@ -71,8 +111,29 @@ def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile"):
         *args,
     ]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(env or {})})
-    return time.perf_counter() - start
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(
+            f"snakemake failed in {directory} (exit {result.returncode}):\n"
+            + "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        )
+    return seconds, result.stdout + result.stderr
+
+
+def job_counts(output):
+    """The job counts of Snakemake's "Job stats" table in `output`: rule -> jobs."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # the heading, the column names, the rule
+    counts = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
 
 
 def warm_per_frame(frames_dir, count):
@@ -84,8 +145,7 @@ from dreamflow.dreamstep import Dreamer, run_job
 from dreamflow.job import FrameJob, JobSettings
 schema = config.load_schema()
 dream = config.resolve_dream(config.fill_defaults({{}}, schema["$defs"]["dream"], schema))
-blend = config.fill_defaults({{}}, schema["$defs"]["blend"], schema)
-settings = JobSettings(dream=dream, blend=blend)
+settings = JobSettings(dream=dream)
 dreamer = Dreamer(dream, threads=2)
 frames = sorted(glob.glob({str(frames_dir)!r} + "/*.png"))[:{count}]
 times = []
@@ -102,16 +162,22 @@ print(json.dumps(times))
         text=True,
         env={**os.environ, "DREAMFLOW_SERVER": "off"},
     )
-    import json
-
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def dag_seconds(directory, frames, snakefile=REPO / "Snakefile"):
-    """(e): a dry run over a synthetic extraction of `frames` empty frame files, blending on."""
-    write_project(directory, 2, blend="constant")
-    frames_dir = directory / "work" / "clip" / "frames"
-    frames_dir.mkdir(parents=True)
+def scene_cuts(frames, scenes):
+    """The cuts of `scenes` equal scenes of `frames` frames."""
+    return [1 + scene * frames // scenes for scene in range(1, scenes)]
+
+
+def dag_seconds(directory, frames, snakefile=REPO / "Snakefile", flow=None, scenes=1):
+    """(e): a dry run, blend constant, over a synthetic extraction of `frames` empty frame files
+    and a scenes.json of `scenes` equal scenes (the scenes checkpoint's output: the dream jobs
+    are only known once it exists). `flow` None: the checkout's default, which an older one
+    may not know. Returns the seconds and the job counts of the DAG."""
+    write_project(directory, 2, blend="constant", flow=flow)
+    work = directory / "work" / "clip"
+    (work / "frames").mkdir(parents=True)
     subprocess.run(
         [
             PYTHON,
@@ -120,12 +186,19 @@ def dag_seconds(directory, frames, snakefile=REPO / "Snakefile"):
             "probe",
             str(directory / "clip.mp4"),
             "-o",
-            str(directory / "work" / "clip" / "probe.json"),
+            str(work / "probe.json"),
         ],
         check=True,
+        env={**os.environ, "PYTHONPATH": str(snakefile.parent / "workflow")},
     )
-    touch_frames(frames_dir, frames)
-    return snakemake(directory, "--dry-run", "--quiet", snakefile=snakefile)
+    touch_frames(work / "frames", frames)
+    # after the frames: an older scenes file would be out of date and the checkpoint rerun
+    write_scenes(
+        {"frames": frames, "cuts": scene_cuts(frames, scenes), "source": "manual"},
+        work / "scenes.json",
+    )
+    seconds, output = snakemake(directory, "--dry-run", "--quiet", "rules", snakefile=snakefile)
+    return seconds, job_counts(output)
 
 
 def touch_frames(folder, frames):
@@ -134,9 +207,9 @@ def touch_frames(folder, frames):
         (folder / f"{number:06d}.png").touch()
 
 
-# The same DAG shape with nothing of dreamflow in it (no config, params, logs or settings): a
-# checkpoint, one job per frame chained to the previous one, an all and an encode rule listing every
-# frame. Its dry run is Snakemake's own floor for (e).
+# The same DAG shape as the old workflow with nothing of dreamflow in it (no config, params, logs
+# or settings): a checkpoint, one job per frame chained to the previous one, an all and an encode
+# rule listing every frame. Its dry run is Snakemake's own floor for (e).
 BARE_SNAKEFILE = """
 import os, sys
 sys.setrecursionlimit(1_000_000)
@@ -177,7 +250,73 @@ def bare_dag_seconds(directory, frames):
     (directory / "frames").mkdir(parents=True)
     touch_frames(directory / "frames", frames)
     (directory / "Snakefile").write_text(BARE_SNAKEFILE)
-    return snakemake(directory, "--dry-run", "--quiet", snakefile=directory / "Snakefile")
+    seconds, output = snakemake(
+        directory, "--dry-run", "--quiet", "rules", snakefile=directory / "Snakefile"
+    )
+    return seconds, job_counts(output)
+
+
+def server_pids(server_dir):
+    """The pids of the live model servers whose files are in `server_dir`."""
+    pids = []
+    for pid_file in glob.glob(str(Path(server_dir) / "*.pid")):
+        pid = Path(pid_file).read_text().strip()
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            pids.append(pid)
+    return pids
+
+
+def stop_servers(server_dir):
+    for pid in server_pids(server_dir):
+        subprocess.run(["kill", pid], capture_output=True)
+
+
+def server_pythonpath(pid):
+    """PYTHONPATH in the environment of process `pid`."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for entry in environ:
+        if entry.startswith(b"PYTHONPATH="):
+            return entry[len(b"PYTHONPATH=") :].decode()
+    return ""
+
+
+def chain_seconds(directory, frames, server_dir, blend, flow=None, checkout=None):
+    """(g): a real run of `frames` frames with the tiny dream, through a model server of its own,
+    to the video: its wall time per frame, and the time per frame from the first dream finished
+    to the last. `checkout`: another checkout of dreamflow, whose Snakefile runs and whose
+    package its jobs import."""
+    snakefile = REPO / "Snakefile"
+    env = {"DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": "30"}
+    if checkout is None:
+        write_project(directory, frames, blend=blend, flow=flow, dream=TINY_DREAM, cuts="none")
+    else:
+        write_project(directory, frames, blend=blend, dream=TINY_DREAM)
+        snakefile = checkout / "Snakefile"
+        env["PYTHONPATH"] = str(checkout / "workflow")
+    seconds, _ = snakemake(directory, "results/clip/clip.mp4", env=env, snakefile=snakefile)
+    work = directory / "work" / "clip"
+    chained = frames - 1 if blend != "none" and checkout is None else 0
+    made = {
+        step: len(list((work / step).glob("*")))
+        for step in ("dreamed", "blended", "flow")
+        if (work / step).exists()
+    }
+    expected = {"dreamed": frames, "blended": chained, "flow": chained if flow == "dis" else 0}
+    if {step: made.get(step, 0) for step in expected} != expected:
+        sys.exit(f"{directory}: expected the step files {expected}, the run made {made}")
+    if checkout is not None:
+        # the jobs ran the checkout's code: no blend step, and its package on the server's path
+        if (directory / "work" / "clip" / "blended").exists():
+            sys.exit(f"{directory}: blend steps ran, not the code of {checkout}")
+        package = str(checkout / "workflow")
+        paths = [server_pythonpath(pid).split(os.pathsep)[0] for pid in server_pids(server_dir)]
+        if not paths or any(path != package for path in paths):
+            sys.exit(f"{directory}: the model server imported from {paths}, not {package}")
+    stop_servers(server_dir)
+    # the chain's own pace, free of the fixed costs (start-up, extraction, the server's start, the
+    # encode): from the first dream finished to the last
+    finished = sorted(path.stat().st_mtime for path in (work / "dreamed").iterdir())
+    return seconds / frames, (finished[-1] - finished[0]) / (frames - 1)
 
 
 def peak_rss_mib(pid):
@@ -188,27 +327,46 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
+def parse_parts(text):
+    parts = set(text.replace(",", "").replace(" ", ""))
+    unknown = parts - set("abcdefg")
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown parts: {', '.join(sorted(unknown))}")
+    return parts | (MAIN_PARTS if parts & MAIN_PARTS else set())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-fresh", action="store_true", help="skip (d), the slowest part")
-    parser.add_argument("--dag-frames", type=int, nargs="*", default=[10_000, 108_000])
+    parser.add_argument("--dag-frames", type=int, nargs="*", default=[10_000])
     parser.add_argument("--dag-repeats", type=int, default=1, help="dry runs of each DAG size")
+    parser.add_argument("--chain-frames", type=int, default=24, help="frames of the (g) chain")
+    parser.add_argument(
+        "--only",
+        type=parse_parts,
+        default=set("abcdefg"),
+        metavar="PARTS",
+        help="measure only these parts, e.g. e,g (default: all)",
+    )
     parser.add_argument("--dag-only", action="store_true", help="measure (e) only")
     parser.add_argument(
         "--baseline",
         type=Path,
         metavar="CHECKOUT",
-        help="(e) also for another checkout of dreamflow (e.g. a git worktree of an "
+        help="(e) and (g) also for another checkout of dreamflow (e.g. a git worktree of an "
         "older commit), side by side with this one",
     )
     args = parser.parse_args()
+    parts = {"e"} if args.dag_only else args.only
+    baseline = args.baseline.resolve() if args.baseline else None
     root = Path(tempfile.mkdtemp(prefix="dreamflow-bench-"))
     server_dir = root / "sockets"
+    chain_server_dir = root / "chain-sockets"
     rows = []
     try:
-        if not args.dag_only:
+        if "a" in parts:
             # (a) the compute floor, from frames extracted by the workflow itself
             warm_project = root / "warm"
             write_project(warm_project, args.frames)
@@ -227,13 +385,9 @@ def main():
                 for threads in runs:
                     project = root / f"server{repeat}-{threads}"
                     write_project(project, args.frames, dream_threads=threads)
-                    runs[threads].append(snakemake(project, env=env) / args.frames)
-                    pids = [
-                        Path(p).read_text().strip() for p in glob.glob(str(server_dir / "*.pid"))
-                    ]
+                    runs[threads].append(snakemake(project, env=env)[0] / args.frames)
                     server_peak = max(
-                        [peak_rss_mib(pid) for pid in pids if Path(f"/proc/{pid}").exists()]
-                        or [server_peak]
+                        [peak_rss_mib(pid) for pid in server_pids(server_dir)] or [server_peak]
                     )
             workflow = statistics.median(runs["auto"])
             same_threads = statistics.median(runs[2])
@@ -249,46 +403,86 @@ def main():
             if not args.skip_fresh:
                 project = root / "fresh"
                 write_project(project, args.frames)
-                fresh = snakemake(project, env={"DREAMFLOW_SERVER": "off"}) / args.frames
+                fresh = snakemake(project, env={"DREAMFLOW_SERVER": "off"})[0] / args.frames
                 rows.append(("(d) workflow, fresh process per frame", f"{fresh:.3f} s/frame"))
                 rows.append(("    d / b", f"{fresh / workflow:.2f}"))
 
-        for frames in args.dag_frames:
-            ours, bare, baseline = [], [], []
-            for repeat in range(
-                args.dag_repeats
-            ):  # alternating, so that load changes hit all alike
-                ours.append(dag_seconds(root / f"dag{frames}-{repeat}", frames))
-                bare.append(bare_dag_seconds(root / f"bare{frames}-{repeat}", frames))
-                if args.baseline:
-                    baseline.append(
-                        dag_seconds(
-                            root / f"base{frames}-{repeat}",
-                            frames,
-                            snakefile=args.baseline / "Snakefile",
+        for frames in args.dag_frames if "e" in parts else []:
+            # alternating, so that load changes hit all alike; each DAG's jobs checked
+            variants = {
+                "one": dict(flow="dis", scenes=1),
+                "ten": dict(flow="dis", scenes=10),
+                "none": dict(flow="none", scenes=1),
+            }
+            expected = {
+                "one": {"dream_frame": frames, "blend": frames - 1, "flow": frames - 1},
+                "ten": {"dream_frame": frames, "blend": frames - 10, "flow": frames - 10},
+                "none": {"dream_frame": frames, "blend": frames - 1, "flow": 0},
+                "bare": {"dream": frames},
+                "base": {"dream_frame": frames, "blend": 0, "flow": 0},
+            }
+            times = {name: [] for name in [*variants, "bare", *(["base"] if baseline else [])]}
+            for repeat in range(args.dag_repeats):
+                for name in times:
+                    directory = root / f"dag{frames}-{name}-{repeat}"
+                    if name == "bare":
+                        seconds, counts = bare_dag_seconds(directory, frames)
+                    elif name == "base":
+                        seconds, counts = dag_seconds(
+                            directory, frames, snakefile=baseline / "Snakefile"
                         )
-                    )
-            ours, bare = statistics.median(ours), statistics.median(bare)
+                    else:
+                        seconds, counts = dag_seconds(directory, frames, **variants[name])
+                    wrong = {
+                        rule: counts.get(rule, 0)
+                        for rule, jobs in expected[name].items()
+                        if counts.get(rule, 0) != jobs
+                    }
+                    if wrong:
+                        sys.exit(
+                            f"(e) {name}: expected jobs {expected[name]}, the DAG has {counts}"
+                        )
+                    times[name].append(seconds)
+                    shutil.rmtree(directory)
+            one, ten, none, bare = (
+                statistics.median(times[name]) for name in ("one", "ten", "none", "bare")
+            )
             target = 10 if frames <= 10_000 else 90
             rows.append(
-                (f"(e) dry-run DAG, {frames:,} frames", f"{ours:.1f} s  (target <= {target} s)")
+                (
+                    f"(e) dry-run DAG, {frames:,} frames, flow dis, one scene",
+                    f"{one:.1f} s  (target <= {target} s)",
+                )
             )
             rows.append(
                 (
-                    "    the same DAG with no dreamflow logic",
-                    f"{bare:.1f} s  (ours / bare {ours / bare:.2f})",
+                    "    the same, ten scenes",
+                    f"{ten:.1f} s  (ten / one {ten / one:.2f}, target <= 1.0)",
+                )
+            )
+            rows.append(
+                (
+                    "    flow none (blend steps, no flow steps), one scene",
+                    f"{none:.1f} s  (flow none / flow dis {none / one:.2f})",
+                )
+            )
+            rows.append(
+                (
+                    "    bare Snakefile of the old DAG shape",
+                    f"{bare:.1f} s  (one scene / bare {one / bare:.2f})",
                 )
             )
             if baseline:
-                before = statistics.median(baseline)
+                before = statistics.median(times["base"])
                 rows.append(
                     (
-                        f"    the same with {args.baseline}",
-                        f"{before:.1f} s  (ours / baseline {ours / before:.2f})",
+                        f"    {baseline}, blend inside the dream job",
+                        f"{before:.1f} s  (one scene / baseline {one / before:.2f}, "
+                        f"flow none / baseline {none / before:.2f})",
                     )
                 )
 
-        if not args.dag_only:
+        if "a" in parts:
             # (f) one client request against the warm server of the last (b) project
             frame = root / "server0-auto" / "work" / "clip" / "frames" / "000001.png"
             client = subprocess.run(
@@ -308,7 +502,7 @@ def main():
                     '{"dream": {"model": "efficientnet_lite0", "weights": null, '
                     '"layers": ["block10"], "octaves": 1, "octave_scale": 1.4, "iterations": 1, '
                     '"step_size": 1.5, "jitter": 0, "seed": 0, "device": "cpu"}, '
-                    '"blend": {"mode": "none"}, "jpg_quality": 95}',
+                    '"jpg_quality": 95}',
                     "-o",
                     str(root / "client.png"),
                 ],
@@ -324,14 +518,70 @@ def main():
             )
             rows.append(("(f) peak RSS, model server", f"{server_peak:.0f} MiB"))
             rows.append(("    peak RSS, one client", f"{client_kib / 1024:.0f} MiB"))
+
+        if "g" in parts:
+            # (g) alternating, so that load changes hit all alike; every run starts its own server
+            frames = args.chain_frames
+            variants = {
+                "g0": dict(blend="none"),
+                "g1": dict(blend="constant", flow="none"),
+                "g2": dict(blend="constant", flow="dis"),
+            }
+            if baseline:
+                variants["g3"] = dict(blend="constant", checkout=baseline)
+            times = {name: [] for name in variants}
+            for repeat in range(args.repeats):
+                for name, options in variants.items():
+                    directory = root / f"chain-{name}-{repeat}"
+                    times[name].append(
+                        chain_seconds(directory, frames, chain_server_dir, **options)
+                    )
+                    shutil.rmtree(directory)
+            wall = {name: statistics.median(run[0] for run in runs) for name, runs in times.items()}
+            pace = {name: statistics.median(run[1] for run in runs) for name, runs in times.items()}
+            labels = {
+                "g0": f"(g) chain of {frames} frames, tiny dream; g0: blend none",
+                "g1": "    g1: blend constant, flow none",
+                "g2": "    g2: blend constant, flow dis",
+                "g3": f"    g3: {baseline}, blend constant",
+            }
+            for name in times:
+                rows.append(
+                    (
+                        labels[name],
+                        f"{wall[name]:.3f} s/frame  ({pace[name]:.3f} s/frame first to last dream)",
+                    )
+                )
+            if baseline:
+                for name in ("g1", "g2"):
+                    rows.append(
+                        (
+                            f"    {name} / g3",
+                            f"{wall[name] / wall['g3']:.2f}  "
+                            f"({pace[name] / pace['g3']:.2f} first to last dream)",
+                        )
+                    )
+                rows.append(
+                    (
+                        "    g1 - g3: the separate blend step",
+                        f"{(wall['g1'] - wall['g3']) * 1000:.0f} ms/frame  "
+                        f"({(pace['g1'] - pace['g3']) * 1000:.0f} ms/frame first to last dream)",
+                    )
+                )
     finally:
-        for pid_file in glob.glob(str(server_dir / "*.pid")):
-            subprocess.run(["kill", Path(pid_file).read_text().strip()], capture_output=True)
+        for folder in (server_dir, chain_server_dir):
+            stop_servers(folder)
         shutil.rmtree(root, ignore_errors=True)
-    print(
-        f"{args.frames} frames of {WIDTH}x{HEIGHT}, medians of {args.repeats} runs, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
-    )
+    runs = []
+    if "a" in parts:
+        runs.append(f"(a)-(d) {args.frames} frames of {WIDTH}x{HEIGHT}")
+    if "e" in parts:
+        runs.append(f"(e) medians of {args.dag_repeats} dry runs")
+    if "g" in parts:
+        runs.append(f"(g) {args.chain_frames} frames of {WIDTH}x{HEIGHT}")
+    if parts & {"a", "g"}:
+        runs.append(f"medians of {args.repeats} runs")
+    print(", ".join(runs) + f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
