@@ -144,7 +144,7 @@ def test_grouped_frames_go_out_as_fewer_slurm_jobs_than_frames(demo_on_slurm, sl
     jobs = slurm_jobs(result, slurm_env)
     dream_jobs = [state for state, comment in jobs if "dream_frame" in comment]
     assert dream_jobs == ["COMPLETED"], jobs  # all FRAMES frames in one job
-    assert len(jobs) == 4, jobs  # and probe, extract_frames and encode: one job each
+    assert len(jobs) == 5, jobs  # and probe, extract_frames, encode and coherence: one job each
 
 
 def test_one_model_server_dreams_every_frame_of_the_group(demo_on_slurm):
