@@ -405,15 +405,16 @@ def test_googlenet_dreams_from_weights_already_in_the_cache(project):
     assert project.path("results", "tiny", "tiny.png").exists()
 
 
-@pytest.mark.parametrize("blend, threads", [({"mode": "none"}, {1}), ({"mode": "constant"}, {2})])
+@pytest.mark.parametrize(
+    "finished, threads", [("finished_plain", {1}), ("finished_blend", {2})], ids=["none", "chain"]
+)
 def test_auto_dream_threads_give_a_chain_every_core_and_independent_frames_one_each(
-    finished_plain, tmp_path, blend, threads
+    request, tmp_path, finished, threads
 ):
-    flow = copy_workflow(finished_plain, tmp_path / "copy")
+    # a finished run: a blended input's dream jobs are known once its scenes checkpoint has run
+    flow = copy_workflow(request.getfixturevalue(finished), tmp_path / "copy")
     config = flow.read_config()
-    flow.write_config(
-        {**config, "blend": blend, "resources": {**config["resources"], "dream_threads": "auto"}}
-    )
+    flow.write_config({**config, "resources": {**config["resources"], "dream_threads": "auto"}})
     result = flow.run("--dry-run", "--printshellcmds", "--forcerun", "dream_frame")  # --cores 2
     assert result.returncode == 0, result.output
     used = re.findall(r"dreamflow dream-frame .* --threads (\d+) ", result.output)
