@@ -40,29 +40,36 @@ def _jpg_quality(value, origin):
     return quality
 
 
-def _from_text(cls, text, origin):
-    try:
-        value = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as error:
-        raise DreamflowError(f"{origin} is not valid JSON: {error}") from None
-    return cls.from_mapping(value, origin)
+class _Settings:
+    """The text forms shared by the settings of every job: parsed from JSON, written as stable
+    JSON."""
+
+    UNUSED_KEYS = {}  # section -> keys of the config section that jobs neither need nor get
+
+    @classmethod
+    def from_text(cls, text, origin="--settings"):
+        try:
+            value = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as error:
+            raise DreamflowError(f"{origin} is not valid JSON: {error}") from None
+        return cls.from_mapping(value, origin)
+
+    def to_mapping(self):
+        return asdict(self)
+
+    def text(self):
+        return settings_text(self.to_mapping())
 
 
 @dataclass(frozen=True)
-class JobSettings:
+class JobSettings(_Settings):
     """What every dream job of one input runs with. Blend settings are not part of it: the blend
     step makes the image a chained frame starts from, so changing them reruns the blends, and
     the dreams only through the files that changed."""
 
-    UNUSED_KEYS = {}  # section -> keys of the config section that jobs neither need nor get
-
     dream: dict
     zoom: dict | None = None
     jpg_quality: int = 95
-
-    @classmethod
-    def from_text(cls, text, origin="--settings"):
-        return _from_text(cls, text, origin)
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
@@ -76,15 +83,9 @@ class JobSettings:
         """The config sections in these settings, for the schema check."""
         return {"dream": self.dream, "zoom": self.zoom}
 
-    def to_mapping(self):
-        return asdict(self)
-
-    def text(self):
-        return settings_text(self.to_mapping())
-
 
 @dataclass(frozen=True)
-class BlendSettings:
+class BlendSettings(_Settings):
     """What every blend job of one input runs with: the blend section, and the dream's start and
     seed (a noise start blends the previous dream into noise)."""
 
@@ -95,10 +96,6 @@ class BlendSettings:
     start: str = "image"
     seed: int = 0
     jpg_quality: int = 95
-
-    @classmethod
-    def from_text(cls, text, origin="--settings"):
-        return _from_text(cls, text, origin)
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
@@ -113,12 +110,6 @@ class BlendSettings:
 
     def sections(self):
         return {"blend": self.blend}
-
-    def to_mapping(self):
-        return asdict(self)
-
-    def text(self):
-        return settings_text(self.to_mapping())
 
 
 # the flow section's methods; flow.py computes them (it needs numpy, which this module avoids)
