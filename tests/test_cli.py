@@ -455,3 +455,19 @@ def test_frame_step_commands_name_bad_values_in_one_line(tmp_path):
     )
     assert "scenes.cuts" in assert_one_line_error(scenes)
     assert not any(tmp_path.glob("*.npz")) and not (tmp_path / "s.json").exists()
+
+
+def test_a_named_command_gets_its_own_parser_alone_and_commands_lists_every_command():
+    from dreamflow.cli import COMMANDS, build_parser
+
+    def choices(parser):
+        return tuple(parser._subparsers._group_actions[0].choices)
+
+    assert choices(build_parser()) == COMMANDS
+    assert choices(build_parser("no-such-command")) == COMMANDS  # argparse lists them in the error
+    for command in COMMANDS:
+        assert choices(build_parser(command)) == (command,)
+    frame = build_parser("dream-frame").parse_args(
+        ["dream-frame", "--number", "2", "--settings", "{}", "-o", "out.png"]
+    )
+    assert (frame.number, frame.output, frame.prepared) == (2, "out.png", False)

@@ -585,3 +585,65 @@ def test_the_client_imports_no_torch_numpy_pil_yaml_or_jsonschema():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_device_slots_let_at_most_that_many_dreams_onto_one_gpu_and_do_not_limit_the_cpu():
+    import threading
+
+    import torch
+
+    from dreamflow.serving.server import DeviceSlots
+
+    slots = DeviceSlots(2)
+    inside = {"cuda:0": 0, "cuda:1": 0, "cpu": 0}
+    most = dict(inside)
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def dream(device):
+        with slots.held(device):
+            with lock:
+                inside[str(device)] += 1
+                most[str(device)] = max(most[str(device)], inside[str(device)])
+            release.wait(5)
+            with lock:
+                inside[str(device)] -= 1
+
+    devices = [torch.device("cuda", 0)] * 4 + [torch.device("cuda", 1)] * 3
+    devices += [torch.device("cpu")] * 4
+    threads = [threading.Thread(target=dream, args=(device,)) for device in devices]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: sum(inside.values()) == 2 + 2 + 4, 10, "the dreams let in")
+    time.sleep(0.2)  # a slot leaking now would show as a third dream on a GPU
+    assert inside == {"cuda:0": 2, "cuda:1": 2, "cpu": 4}
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert most == {"cuda:0": 2, "cuda:1": 2, "cpu": 4}
+    assert inside == {"cuda:0": 0, "cuda:1": 0, "cpu": 0}
+
+
+def test_the_device_slots_come_from_the_environment_and_a_bad_value_is_one_line(
+    tmp_path, env, frames
+):
+    result = dream_frame(
+        tmp_path,
+        {**env, "DREAMFLOW_SERVER_DEVICE_SLOTS": "3"},
+        frames / "1.png",
+        tmp_path / "out.png",
+    )
+    assert result.returncode == 0, result.stderr
+    assert status(tmp_path, env)["device_slots"] == 3
+    serve = subprocess.run(
+        [sys.executable, "-m", "dreamflow", "serve", "--socket", str(tmp_path / "other.sock")],
+        env={**env, "DREAMFLOW_SERVER_DEVICE_SLOTS": "two"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode == 1
+    assert serve.stderr == (
+        "dreamflow: error: environment variable DREAMFLOW_SERVER_DEVICE_SLOTS: 'two' is not a "
+        "whole number of at least 1\n"
+    )

@@ -191,8 +191,11 @@ def cmd_serve(args):
         raise DreamflowError(f"--models: {args.models} is below 1")
     from .serving import server
 
+    if args.device_slots is not None and args.device_slots < 1:
+        raise DreamflowError(f"--device-slots: {args.device_slots} is below 1")
     idle = client.idle_seconds() if args.idle is None else args.idle
-    server.serve(socket_path, idle, args.models)
+    slots = client.device_slots() if args.device_slots is None else args.device_slots
+    server.serve(socket_path, idle, args.models, slots)
 
 
 def _final_frames(args, suffix):
@@ -430,222 +433,285 @@ def _add_dream_options(parser, layers=True):
     parser.add_argument("--threads", type=int, default=None)
 
 
+COMMANDS = (
+    "probe",
+    "extract",
+    "dream-frame",
+    "blend",
+    "flow",
+    "crossfade",
+    "scenes",
+    "coherence",
+    "serve",
+    "encode",
+    "dream",
+    "sweep",
+    "contact-sheet",
+    "layers",
+    "fetch-models",
+    "models",
+)
+
+
 def build_parser(command=None):
-    """The parser of every command. With `command` named, the dream options (read from the config
-    schema) are added only to the commands that take them: dream-frame runs once per frame, and
-    reading the schema would add the YAML and jsonschema imports to every frame job."""
+    """The parser of every command, or of `command` alone when it names one (COMMANDS). The dream
+    options (read from the config schema) are added only to the commands that take them:
+    dream-frame runs once per frame, and reading the schema would add the YAML and jsonschema
+    imports to every frame job."""
     with_dream_options = command in (None, "dream", "sweep")
+
+    def wanted(name):
+        # a frame job's command is parsed once per frame: build only its own parser
+        return command not in COMMANDS or name == command
+
     parser = argparse.ArgumentParser(
         prog="dreamflow", description=__doc__.split("\n\n")[0].replace("\n", " ")
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    probe = commands.add_parser(
-        "probe", help="describe an input (video, image folder or image) as JSON"
-    )
-    probe.add_argument("input")
-    probe.add_argument("-o", "--output", required=True)
-    probe.set_defaults(run=cmd_probe)
+    if wanted("probe"):
+        probe = commands.add_parser(
+            "probe", help="describe an input (video, image folder or image) as JSON"
+        )
+        probe.add_argument("input")
+        probe.add_argument("-o", "--output", required=True)
+        probe.set_defaults(run=cmd_probe)
 
-    extract = commands.add_parser("extract", help="extract frames as 000001.png ... into a folder")
-    extract.add_argument("--probe", required=True, help="JSON written by `dreamflow probe`")
-    extract.add_argument("--settings", required=True, help="the frames settings as JSON")
-    extract.add_argument("--threads", type=int, default=1)
-    extract.add_argument("-o", "--output", required=True, help="folder to create")
-    extract.set_defaults(run=cmd_extract)
+    if wanted("extract"):
+        extract = commands.add_parser(
+            "extract", help="extract frames as 000001.png ... into a folder"
+        )
+        extract.add_argument("--probe", required=True, help="JSON written by `dreamflow probe`")
+        extract.add_argument("--settings", required=True, help="the frames settings as JSON")
+        extract.add_argument("--threads", type=int, default=1)
+        extract.add_argument("-o", "--output", required=True, help="folder to create")
+        extract.set_defaults(run=cmd_extract)
 
-    frame = commands.add_parser(
-        "dream-frame", help="dream one frame of a sequence (used by the workflow)"
-    )
-    frame.add_argument("--frame", help="the raw frame; absent for zoom frames after the first")
-    frame.add_argument("--number", type=int, required=True, help="1-based frame number")
-    frame.add_argument("--previous", help="dreamed frame N-1, which a zoom animation zooms")
-    frame.add_argument(
-        "--prepared",
-        action="store_true",
-        help="--frame is a blend step's start image: dream it as it is (no noise start)",
-    )
-    frame.add_argument(
-        "--settings", required=True, help='JSON: {"dream": ..., "zoom": ..., "jpg_quality": ...}'
-    )
-    frame.add_argument("--threads", type=int, default=None)
-    frame.add_argument("-o", "--output", required=True)
-    frame.set_defaults(run=cmd_dream_frame)
+    if wanted("dream-frame"):
+        frame = commands.add_parser(
+            "dream-frame", help="dream one frame of a sequence (used by the workflow)"
+        )
+        frame.add_argument("--frame", help="the raw frame; absent for zoom frames after the first")
+        frame.add_argument("--number", type=int, required=True, help="1-based frame number")
+        frame.add_argument("--previous", help="dreamed frame N-1, which a zoom animation zooms")
+        frame.add_argument(
+            "--prepared",
+            action="store_true",
+            help="--frame is a blend step's start image: dream it as it is (no noise start)",
+        )
+        frame.add_argument(
+            "--settings",
+            required=True,
+            help='JSON: {"dream": ..., "zoom": ..., "jpg_quality": ...}',
+        )
+        frame.add_argument("--threads", type=int, default=None)
+        frame.add_argument("-o", "--output", required=True)
+        frame.set_defaults(run=cmd_dream_frame)
 
-    blend = commands.add_parser(
-        "blend", help="make the start image of a chained frame (used by the workflow)"
-    )
-    blend.add_argument("--frame", required=True, help="raw frame N")
-    blend.add_argument("--previous", required=True, help="the dream frame N continues")
-    blend.add_argument("--previous-frame", help="raw frame N-1 (with a flow)")
-    blend.add_argument("--flow", help="the flow file of the raw pair N-1, N (with a flow)")
-    blend.add_argument("--number", type=int, required=True, help="1-based frame number")
-    blend.add_argument(
-        "--settings", required=True, help='JSON: {"blend": ..., "start": ..., "seed": ...}'
-    )
-    blend.add_argument("-o", "--output", required=True)
-    blend.set_defaults(run=cmd_blend)
+    if wanted("blend"):
+        blend = commands.add_parser(
+            "blend", help="make the start image of a chained frame (used by the workflow)"
+        )
+        blend.add_argument("--frame", required=True, help="raw frame N")
+        blend.add_argument("--previous", required=True, help="the dream frame N continues")
+        blend.add_argument("--previous-frame", help="raw frame N-1 (with a flow)")
+        blend.add_argument("--flow", help="the flow file of the raw pair N-1, N (with a flow)")
+        blend.add_argument("--number", type=int, required=True, help="1-based frame number")
+        blend.add_argument(
+            "--settings", required=True, help='JSON: {"blend": ..., "start": ..., "seed": ...}'
+        )
+        blend.add_argument("-o", "--output", required=True)
+        blend.set_defaults(run=cmd_blend)
 
-    flow = commands.add_parser(
-        "flow", help="optical flow of raw frame N back to N-1, with its reliability mask"
-    )
-    flow.add_argument("--frame", required=True, help="raw frame N")
-    flow.add_argument("--previous-frame", required=True, help="raw frame N-1")
-    flow.add_argument("--method", default="dis", help="dis, farneback, raft_small or raft_large")
-    flow.add_argument("--device", default="auto", help="auto, cpu or cuda (RAFT)")
-    flow.add_argument("--threads", type=int, default=1)
-    flow.add_argument("-o", "--output", required=True, help="the flow file (.npz)")
-    flow.set_defaults(run=cmd_flow)
+    if wanted("flow"):
+        flow = commands.add_parser(
+            "flow", help="optical flow of raw frame N back to N-1, with its reliability mask"
+        )
+        flow.add_argument("--frame", required=True, help="raw frame N")
+        flow.add_argument("--previous-frame", required=True, help="raw frame N-1")
+        flow.add_argument(
+            "--method", default="dis", help="dis, farneback, raft_small or raft_large"
+        )
+        flow.add_argument("--device", default="auto", help="auto, cpu or cuda (RAFT)")
+        flow.add_argument("--threads", type=int, default=1)
+        flow.add_argument("-o", "--output", required=True, help="the flow file (.npz)")
+        flow.set_defaults(run=cmd_flow)
 
-    fade = commands.add_parser(
-        "crossfade", help="mix two dreams of an overlap frame (used by the workflow)"
-    )
-    fade.add_argument("old", help="the old segment's dream")
-    fade.add_argument("new", help="the new segment's dream")
-    fade.add_argument("--weight", type=float, required=True, help="share of NEW, 0..1")
-    fade.add_argument("--jpg-quality", type=int, default=95)
-    fade.add_argument("-o", "--output", required=True)
-    fade.set_defaults(run=cmd_crossfade)
+    if wanted("crossfade"):
+        fade = commands.add_parser(
+            "crossfade", help="mix two dreams of an overlap frame (used by the workflow)"
+        )
+        fade.add_argument("old", help="the old segment's dream")
+        fade.add_argument("new", help="the new segment's dream")
+        fade.add_argument("--weight", type=float, required=True, help="share of NEW, 0..1")
+        fade.add_argument("--jpg-quality", type=int, default=95)
+        fade.add_argument("-o", "--output", required=True)
+        fade.set_defaults(run=cmd_crossfade)
 
-    scenes = commands.add_parser(
-        "scenes", help="find the scene cuts of extracted frames (used by the workflow)"
-    )
-    scenes.add_argument("--frames", required=True, help="folder of 000001.png ...")
-    scenes.add_argument("--format", default="png", choices=["png", "jpg"])
-    scenes.add_argument("--settings", required=True, help='JSON: {"cuts": ..., "threshold": ...}')
-    scenes.add_argument("-o", "--output", required=True, help="scenes.json")
-    scenes.set_defaults(run=cmd_scenes)
+    if wanted("scenes"):
+        scenes = commands.add_parser(
+            "scenes", help="find the scene cuts of extracted frames (used by the workflow)"
+        )
+        scenes.add_argument("--frames", required=True, help="folder of 000001.png ...")
+        scenes.add_argument("--format", default="png", choices=["png", "jpg"])
+        scenes.add_argument(
+            "--settings", required=True, help='JSON: {"cuts": ..., "threshold": ...}'
+        )
+        scenes.add_argument("-o", "--output", required=True, help="scenes.json")
+        scenes.set_defaults(run=cmd_scenes)
 
-    measure = commands.add_parser(
-        "coherence",
-        help="how coherent a dreamed video is: warping error of the dreamed and the raw frames "
-        "along the raw frames' optical flow, and the dream strength",
-    )
-    measure.add_argument("raw_dir", help="the raw frames, 000001.png ...")
-    measure.add_argument("dreamed_dir", nargs="?", help="the dreamed frames, 000001.png ...")
-    measure.add_argument("--frames-dir", help="the dreamed frames (instead of DREAMED_DIR)")
-    measure.add_argument("--count", type=int, help="only frames 1..COUNT")
-    measure.add_argument("--seams-dir", help="crossfaded overlap frames of long chains")
-    measure.add_argument("--seams", default="", help="overlap frames from --seams-dir, e.g. 27-30")
-    measure.add_argument("--scenes", help="scenes.json: pairs across a scene cut are skipped")
-    measure.add_argument("--method", default="dis", help="optical flow: dis or farneback")
-    measure.add_argument("-o", "--output", help="write the figures as JSON")
-    measure.add_argument("--plot", help="write a per-frame plot (PNG)")
-    measure.set_defaults(run=cmd_coherence)
+    if wanted("coherence"):
+        measure = commands.add_parser(
+            "coherence",
+            help="how coherent a dreamed video is: warping error of the dreamed and the raw frames "
+            "along the raw frames' optical flow, and the dream strength",
+        )
+        measure.add_argument("raw_dir", help="the raw frames, 000001.png ...")
+        measure.add_argument("dreamed_dir", nargs="?", help="the dreamed frames, 000001.png ...")
+        measure.add_argument("--frames-dir", help="the dreamed frames (instead of DREAMED_DIR)")
+        measure.add_argument("--count", type=int, help="only frames 1..COUNT")
+        measure.add_argument("--seams-dir", help="crossfaded overlap frames of long chains")
+        measure.add_argument(
+            "--seams", default="", help="overlap frames from --seams-dir, e.g. 27-30"
+        )
+        measure.add_argument("--scenes", help="scenes.json: pairs across a scene cut are skipped")
+        measure.add_argument("--method", default="dis", help="optical flow: dis or farneback")
+        measure.add_argument("-o", "--output", help="write the figures as JSON")
+        measure.add_argument("--plot", help="write a per-frame plot (PNG)")
+        measure.set_defaults(run=cmd_coherence)
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the model server of this directory in the foreground (dream-frame starts one "
-        "by itself), or show or stop it",
-    )
-    serve.add_argument(
-        "--idle",
-        type=float,
-        help="seconds without requests before it exits (default: $DREAMFLOW_SERVER_IDLE or 10)",
-    )
-    serve.add_argument(
-        "--status", action="store_true", help="print the running server's status as JSON"
-    )
-    serve.add_argument(
-        "--stop", action="store_true", help="ask the running server to exit once idle"
-    )
-    serve.add_argument(
-        "--socket", help="this socket instead of this directory's (dream-frame starts servers so)"
-    )
-    serve.add_argument("--models", type=int, help="loaded models kept (default: 2)")
-    serve.set_defaults(run=cmd_serve)
+    if wanted("serve"):
+        serve = commands.add_parser(
+            "serve",
+            help="run the model server of this directory in the foreground (dream-frame starts one "
+            "by itself), or show or stop it",
+        )
+        serve.add_argument(
+            "--idle",
+            type=float,
+            help="seconds without requests before it exits (default: $DREAMFLOW_SERVER_IDLE or 10)",
+        )
+        serve.add_argument(
+            "--status", action="store_true", help="print the running server's status as JSON"
+        )
+        serve.add_argument(
+            "--stop", action="store_true", help="ask the running server to exit once idle"
+        )
+        serve.add_argument(
+            "--socket",
+            help="this socket instead of this directory's (dream-frame starts servers so)",
+        )
+        serve.add_argument("--models", type=int, help="loaded models kept (default: 2)")
+        serve.add_argument(
+            "--device-slots",
+            type=int,
+            help="dreams on one GPU at once, whatever the number of clients "
+            "(default: $DREAMFLOW_SERVER_DEVICE_SLOTS or 2)",
+        )
+        serve.set_defaults(run=cmd_serve)
 
-    encode = commands.add_parser(
-        "encode", help="encode dreamed frames into a video with the source audio"
-    )
-    encode.add_argument("--probe", required=True)
-    encode.add_argument("--settings", required=True, help='JSON: {"frames": ..., "encode": ...}')
-    _add_final_frames_options(encode)
-    encode.add_argument("--threads", type=int, default=1)
-    encode.add_argument("-o", "--output", required=True)
-    encode.set_defaults(run=cmd_encode)
+    if wanted("encode"):
+        encode = commands.add_parser(
+            "encode", help="encode dreamed frames into a video with the source audio"
+        )
+        encode.add_argument("--probe", required=True)
+        encode.add_argument(
+            "--settings", required=True, help='JSON: {"frames": ..., "encode": ...}'
+        )
+        _add_final_frames_options(encode)
+        encode.add_argument("--threads", type=int, default=1)
+        encode.add_argument("-o", "--output", required=True)
+        encode.set_defaults(run=cmd_encode)
 
-    single = commands.add_parser("dream", help="dream a single image (or noise)")
-    single.add_argument(
-        "image", nargs="?", help="input image; omit it with --start noise --size HxW"
-    )
-    single.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="output file, or a folder: then the file name encodes the settings",
-    )
-    if with_dream_options:
-        _add_dream_options(single)
-    single.set_defaults(run=cmd_dream)
+    if wanted("dream"):
+        single = commands.add_parser("dream", help="dream a single image (or noise)")
+        single.add_argument(
+            "image", nargs="?", help="input image; omit it with --start noise --size HxW"
+        )
+        single.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            help="output file, or a folder: then the file name encodes the settings",
+        )
+        if with_dream_options:
+            _add_dream_options(single)
+        single.set_defaults(run=cmd_dream)
 
-    sweep = commands.add_parser(
-        "sweep", help="dream an image once per layer and make a labelled contact sheet"
-    )
-    sweep.add_argument(
-        "image", nargs="?", help="input image; omit it with --start noise --size HxW"
-    )
-    sweep.add_argument(
-        "-o", "--output", required=True, help="folder for the images and the contact sheet"
-    )
-    sweep.add_argument(
-        "--layers",
-        dest="sweep_layers",
-        nargs="+",
-        required=True,
-        metavar="ITEM",
-        help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
-    )
-    sweep.add_argument("--columns", type=int, default=3, help="images per row of the contact sheet")
-    if with_dream_options:
-        _add_dream_options(sweep, layers=False)
-    sweep.set_defaults(run=cmd_sweep)
+    if wanted("sweep"):
+        sweep = commands.add_parser(
+            "sweep", help="dream an image once per layer and make a labelled contact sheet"
+        )
+        sweep.add_argument(
+            "image", nargs="?", help="input image; omit it with --start noise --size HxW"
+        )
+        sweep.add_argument(
+            "-o", "--output", required=True, help="folder for the images and the contact sheet"
+        )
+        sweep.add_argument(
+            "--layers",
+            dest="sweep_layers",
+            nargs="+",
+            required=True,
+            metavar="ITEM",
+            help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
+        )
+        sweep.add_argument(
+            "--columns", type=int, default=3, help="images per row of the contact sheet"
+        )
+        if with_dream_options:
+            _add_dream_options(sweep, layers=False)
+        sweep.set_defaults(run=cmd_sweep)
 
-    sheet = commands.add_parser("contact-sheet", help="lay images out on a labelled grid")
-    sheet.add_argument("images", nargs="+")
-    sheet.add_argument("--labels", nargs="+", required=True)
-    sheet.add_argument("--columns", type=int, default=3)
-    sheet.add_argument("-o", "--output", required=True)
-    sheet.set_defaults(run=cmd_contact_sheet)
+    if wanted("contact-sheet"):
+        sheet = commands.add_parser("contact-sheet", help="lay images out on a labelled grid")
+        sheet.add_argument("images", nargs="+")
+        sheet.add_argument("--labels", nargs="+", required=True)
+        sheet.add_argument("--columns", type=int, default=3)
+        sheet.add_argument("-o", "--output", required=True)
+        sheet.set_defaults(run=cmd_contact_sheet)
 
-    layers = commands.add_parser(
-        "layers", help="list a model's layers with their output shapes (C x H x W)"
-    )
-    layers.add_argument("--model", default="efficientnet_lite0")
-    layers.add_argument(
-        "--size",
-        type=_size,
-        default=(224, 224),
-        metavar="HxW",
-        help="input height x width for the shapes (default 224x224)",
-    )
-    layers.set_defaults(run=cmd_layers)
+    if wanted("layers"):
+        layers = commands.add_parser(
+            "layers", help="list a model's layers with their output shapes (C x H x W)"
+        )
+        layers.add_argument("--model", default="efficientnet_lite0")
+        layers.add_argument(
+            "--size",
+            type=_size,
+            default=(224, 224),
+            metavar="HxW",
+            help="input height x width for the shapes (default 224x224)",
+        )
+        layers.set_defaults(run=cmd_layers)
 
-    fetch = commands.add_parser(
-        "fetch-models",
-        help="put torchvision models' ImageNet weights, or RAFT's optical flow weights, into the "
-        "torch cache ($TORCH_HOME/hub/checkpoints), where jobs read them",
-    )
-    fetch.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        help="a model name, or all for every torchvision model; repeatable",
-    )
-    origin = fetch.add_mutually_exclusive_group()
-    origin.add_argument(
-        "--from",
-        dest="source",
-        metavar="FILE",
-        help="copy this local weights file instead of downloading",
-    )
-    origin.add_argument(
-        "--url", help="download from this URL instead of torchvision's (file:// works)"
-    )
-    fetch.set_defaults(run=cmd_fetch_models)
+    if wanted("fetch-models"):
+        fetch = commands.add_parser(
+            "fetch-models",
+            help="put torchvision models' ImageNet weights, or RAFT's optical flow weights, into "
+            "the torch cache ($TORCH_HOME/hub/checkpoints), where jobs read them",
+        )
+        fetch.add_argument(
+            "--model",
+            action="append",
+            required=True,
+            help="a model name, or all for every torchvision model; repeatable",
+        )
+        origin = fetch.add_mutually_exclusive_group()
+        origin.add_argument(
+            "--from",
+            dest="source",
+            metavar="FILE",
+            help="copy this local weights file instead of downloading",
+        )
+        origin.add_argument(
+            "--url", help="download from this URL instead of torchvision's (file:// works)"
+        )
+        fetch.set_defaults(run=cmd_fetch_models)
 
-    models = commands.add_parser("models", help="list the available models")
-    models.set_defaults(run=cmd_models)
+    if wanted("models"):
+        models = commands.add_parser("models", help="list the available models")
+        models.set_defaults(run=cmd_models)
     return parser
 
 

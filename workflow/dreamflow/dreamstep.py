@@ -27,7 +27,7 @@ class Dreamer:
     guide, start, tile_size and layer_schedule may be absent and then default to off.
     """
 
-    def __init__(self, dream_settings, threads=None, pretrained=True):
+    def __init__(self, dream_settings, threads=None, pretrained=True, channels_last=True):
         import torch
 
         if threads:
@@ -46,8 +46,11 @@ class Dreamer:
         layers = sorted({layer for terms in term_lists for layer in objectives.parse(terms).layers})
         models.check_layers(model_name, layers)
         self.model = models.build(model_name, dream_settings["weights"], pretrained=pretrained)
-        # channels_last roughly halves convolution time on the CPU
-        self.model.to(self.device, memory_format=torch.channels_last)
+        if channels_last:
+            # channels_last roughly halves convolution time on the CPU
+            self.model.to(self.device, memory_format=torch.channels_last)
+        else:  # contiguous weights: tests/benchmarks/gpu_check.py measures what channels_last gains
+            self.model.to(self.device)
         self.params = engine.DreamParams.from_settings(dream_settings)
         self.guide_features = None
         if dream_settings.get("guide"):
@@ -99,28 +102,41 @@ def zoomed_input(previous_dream, zoom):
     return to_array(image)
 
 
-def run_job(job, dreamer):
-    """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output
-    atomically.
-
-    A zoom frame after the first dreams the zoomed previous dream; any other frame dreams its
-    frame: the raw frame (or noise of its size), or the blend step's start image when the job
-    says it is prepared.
-    """
-    settings = job.settings
-    if settings.zoom and job.number > 1:
+def read_input(job):
+    """The image a FrameJob starts from, decoded: its frame (raw, or the blend step's start
+    image), or for a zoom frame after the first the previous dream, zoomed later by dream_input.
+    Separate from the dream so that a model server decodes the next frame while one dreams."""
+    if job.settings.zoom and job.number > 1:
         if not job.previous:
             raise DreamflowError(
                 f"zoom animation needs the previous dreamed frame for frame {job.number}"
             )
-        source = zoomed_input(read_rgb(job.previous), settings.zoom)
-    else:
-        if job.frame is None:
-            raise DreamflowError(f"frame {job.number} has no input frame to dream")
-        source = read_rgb(job.frame)
-        if not job.prepared:
-            source = dreamer.start_array(source, job.number)
-    write_rgb(dreamer.dream_array(source, job.number), job.output, jpg_quality=settings.jpg_quality)
+        return read_rgb(job.previous)
+    if job.frame is None:
+        raise DreamflowError(f"frame {job.number} has no input frame to dream")
+    return read_rgb(job.frame)
+
+
+def dream_input(job, dreamer, array):
+    """Dream the array read_input gave for `job`: a zoom frame after the first dreams the zoomed
+    previous dream; any other frame its frame, or noise of its size, or the blend step's start
+    image as it is when the job says it is prepared."""
+    if job.settings.zoom and job.number > 1:
+        array = zoomed_input(array, job.settings.zoom)
+    elif not job.prepared:
+        array = dreamer.start_array(array, job.number)
+    return dreamer.dream_array(array, job.number)
+
+
+def write_output(job, array):
+    """Write a FrameJob's dream atomically."""
+    write_rgb(array, job.output, jpg_quality=job.settings.jpg_quality)
+
+
+def run_job(job, dreamer):
+    """Dream one FrameJob with a Dreamer loaded for its dream settings; writes job.output
+    atomically."""
+    write_output(job, dream_input(job, dreamer, read_input(job)))
 
 
 def dream_in_process(job):

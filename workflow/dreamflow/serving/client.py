@@ -16,8 +16,6 @@ yaml or jsonschema): a frame costs a Python start-up and one request.
 import contextlib
 import fcntl
 import os
-import shlex
-import subprocess
 import sys
 import time
 
@@ -51,6 +49,21 @@ def idle_seconds(env=None):
     if value < 0:
         raise DreamflowError(f"environment variable DREAMFLOW_SERVER_IDLE: {text} is negative")
     return value
+
+
+def device_slots(env=None):
+    """Dreams a server lets onto one accelerator at once: $DREAMFLOW_SERVER_DEVICE_SLOTS, or None
+    for the server's default."""
+    env = os.environ if env is None else env
+    text = env.get("DREAMFLOW_SERVER_DEVICE_SLOTS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise DreamflowError(
+            f"environment variable DREAMFLOW_SERVER_DEVICE_SLOTS: '{text}' is not a whole number "
+            "of at least 1"
+        )
+    return int(text)
 
 
 def stop(socket_path, timeout=PING_TIMEOUT):
@@ -94,6 +107,10 @@ def server_command(socket_path, idle):
 
 def spawn(paths, env=None):
     """Start a server in this directory, detached from the job (own session, no inherited pipes)."""
+    # imported here, not at the top: every frame job imports this module, few start a server
+    import shlex
+    import subprocess
+
     env = os.environ if env is None else env
     with contextlib.suppress(OSError):
         if os.path.getsize(paths.log) > LOG_MAX_BYTES:

@@ -8,11 +8,20 @@ serve`. It
   wait for the import instead of timing out;
 - answers one request per connection (see serving.protocol). A job (dream, blend or flow) is
   parsed with its class's from_message and its settings checked against the config schema; a
-  dream is then run by dreamstep.run_job with the Dreamer settings and torch thread count the
-  client would use in-process, a blend by blend.run_blend and a flow by blend.run_flow, so the
-  bytes are the same whichever process made them (files are written atomically). Blend and flow
-  jobs cost milliseconds here against a process start of their own: that is why they come here;
+  dream is then run by the parts of dreamstep.run_job with the Dreamer settings and torch thread
+  count the client would use in-process, a blend by blend.run_blend and a flow by
+  blend.run_flow, so the bytes are the same whichever process made them (files are written
+  atomically). Blend and flow jobs cost milliseconds here against a process start of their own:
+  that is why they come here;
 - runs each connection in its own thread, letting requests through a ThreadGate (serving.gate);
+  a dream request's frame is decoded before the gate and its result encoded and written after it,
+  so that one request's file work overlaps another's dream (a GPU is not left idle while PNGs are
+  encoded);
+- lets at most `--device-slots` dreams (default 2) onto one accelerator at once, whatever the
+  number of clients: two keep a GPU busy across the gaps each dream leaves (its Python-side work,
+  the copies to and from the device), more would only add their memory. All run on the device's
+  default stream. Frames are not batched: a dream's bytes must not depend on which other frames
+  happened to be waiting. On the CPU the gate and Snakemake's thread counts are the bound;
 - keeps the last few Dreamers (`--models`, default 2) keyed by the dream settings, the thread count
   and the size and mtime of the weights and guide files;
 - exits after `--idle` seconds without job requests, removing its socket; also when its socket
@@ -41,6 +50,7 @@ from . import protocol
 from .gate import ThreadGate
 
 DEFAULT_MODELS = 2
+DEFAULT_DEVICE_SLOTS = 2
 JOBS = {protocol.DREAM: FrameJob, protocol.BLEND: BlendJob, protocol.FLOW: FlowJob}
 ACCEPT_POLL = 0.25  # seconds between idle checks
 
@@ -148,6 +158,26 @@ class DreamerCache:
             return entry.dreamer
 
 
+class DeviceSlots:
+    """At most `slots` dreams at once on each accelerator (cuda:0, cuda:1, ...); the CPU is not
+    limited here."""
+
+    def __init__(self, slots):
+        self.slots = max(1, slots)
+        self._lock = threading.Lock()
+        self._semaphores = {}
+
+    @contextlib.contextmanager
+    def held(self, device):
+        if device.type == "cpu":
+            yield
+            return
+        with self._lock:
+            semaphore = self._semaphores.setdefault(str(device), threading.Semaphore(self.slots))
+        with semaphore:
+            yield
+
+
 def _client_gone(connection):
     """True when the client closed its end (e.g. its job was killed while the request waited)."""
     try:
@@ -159,7 +189,7 @@ def _client_gone(connection):
 
 
 class Server:
-    def __init__(self, socket_path, idle, models=DEFAULT_MODELS):
+    def __init__(self, socket_path, idle, models, device_slots):
         self.socket_path = socket_path
         self.cwd = os.getcwd()  # getcwd() fails once the directory is removed
         self.pid_path = os.path.splitext(socket_path)[0] + ".pid"
@@ -167,6 +197,7 @@ class Server:
         self.dreamers = DreamerCache(models)
         self.settings_checks = SettingsChecks()
         self.gate = ThreadGate()
+        self.device_slots = DeviceSlots(device_slots)
         self.ready = threading.Event()
         self.load_error = None
         self._state = threading.Lock()
@@ -301,6 +332,7 @@ class Server:
                 "dreaming": self.dreaming,
                 "served": self.served,
                 "models": len(self.dreamers),
+                "device_slots": self.device_slots.slots,
                 "idle": self.idle,
             }
 
@@ -397,20 +429,23 @@ class Server:
         """Dream a FrameJob; False when its client left while it waited at the gate."""
         import torch
 
-        from ..dreamstep import run_job
+        from ..dreamstep import dream_input, read_input, write_output
 
+        source = read_input(job)
         with self.gate.held(job.threads):
             if _client_gone(connection):
                 return False
             torch.set_num_threads(job.threads)  # this thread's OpenMP team only
             dreamer = self.dreamers.get(job.settings.dream, job.threads)
-            with self._state:
-                self.dreaming += 1
-            try:
-                run_job(job, dreamer)
-            finally:
+            with self.device_slots.held(dreamer.device):
                 with self._state:
-                    self.dreaming -= 1
+                    self.dreaming += 1
+                try:
+                    dreamed = dream_input(job, dreamer, source)
+                finally:
+                    with self._state:
+                        self.dreaming -= 1
+        write_output(job, dreamed)
         with self._state:
             self.served += 1
         return True
@@ -434,10 +469,16 @@ def _leave(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def serve(socket_path, idle, models=None):
+def serve(socket_path, idle, models=None, device_slots=None):
     """Run a server on `socket_path` in the current directory until it has been idle `idle`
-    seconds, keeping `models` loaded models (default DEFAULT_MODELS)."""
+    seconds, keeping `models` loaded models (default DEFAULT_MODELS) and letting `device_slots`
+    dreams (default DEFAULT_DEVICE_SLOTS) onto each accelerator at once."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _leave)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return Server(socket_path, idle, DEFAULT_MODELS if models is None else models).run()
+    return Server(
+        socket_path,
+        idle,
+        DEFAULT_MODELS if models is None else models,
+        DEFAULT_DEVICE_SLOTS if device_slots is None else device_slots,
+    ).run()
