@@ -26,7 +26,9 @@ def write_rgb(array, path, jpg_quality=95):
     """Write a uint8 (H, W, 3) array; the format follows the suffix (.png or .jpg)."""
     image = Image.fromarray(np.ascontiguousarray(array), mode="RGB")
     suffix = Path(path).suffix.lower()
-    options = {"quality": jpg_quality} if suffix in (".jpg", ".jpeg") else {}
+    # zlib level 1, not Pillow's 6: at 1280x720 it encodes 2.6x faster for 14% more bytes, and a
+    # frame's encode is on the path of every chained frame (and longer than a dream on a GPU)
+    options = {"quality": jpg_quality} if suffix in (".jpg", ".jpeg") else {"compress_level": 1}
     image_format = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(suffix)
     if image_format is None:
         raise DreamflowError(f"unsupported image format for {path}: use .png or .jpg")

@@ -10,7 +10,6 @@ jobs' thin clients import this.
 
 import json
 import os
-from dataclasses import MISSING, asdict, dataclass, fields
 
 from .errors import DreamflowError
 
@@ -19,6 +18,57 @@ def settings_text(value):
     """Stable JSON text for settings: equal settings give equal strings (Snakemake's params
     check)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_REQUIRED = object()
+
+
+class _Record:
+    """A read-only value with the fields FIELDS names, in order, each with its default or
+    _REQUIRED; built from positional or keyword arguments, equal when its fields are. A frozen
+    dataclass, without the dataclasses import: it brings in inspect, a third of a frame job's
+    start-up."""
+
+    FIELDS = {}
+
+    def __init__(self, *args, **kwargs):
+        name = type(self).__name__
+        if len(args) > len(self.FIELDS):
+            raise TypeError(f"{name} takes at most {len(self.FIELDS)} arguments")
+        values = dict(zip(self.FIELDS, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in self.FIELDS or key in values:
+                raise TypeError(f"{name} got an unexpected or repeated argument {key!r}")
+            values[key] = value
+        for key, default in self.FIELDS.items():
+            if key not in values:
+                if default is _REQUIRED:
+                    raise TypeError(f"{name} is missing the argument {key!r}")
+                values[key] = default
+            object.__setattr__(self, key, values[key])
+        self._check_fields()
+
+    def _check_fields(self):
+        """Raise DreamflowError for a field of the wrong kind."""
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.to_fields() == other.to_fields()
+
+    __hash__ = None  # the settings fields are dicts
+
+    def __repr__(self):
+        fields = ", ".join(f"{key}={value!r}" for key, value in self.to_fields().items())
+        return f"{type(self).__name__}({fields})"
+
+    def to_fields(self):
+        return {key: getattr(self, key) for key in self.FIELDS}
+
+    def replace(self, **changes):
+        """A copy with `changes` made."""
+        return type(self)(**{**self.to_fields(), **changes})
 
 
 def _mapping(value, origin, allowed, required=()):
@@ -40,7 +90,7 @@ def _jpg_quality(value, origin):
     return quality
 
 
-class _Settings:
+class _Settings(_Record):
     """The text forms shared by the settings of every job: parsed from JSON, written as stable
     JSON."""
 
@@ -55,21 +105,19 @@ class _Settings:
         return cls.from_mapping(value, origin)
 
     def to_mapping(self):
-        return asdict(self)
+        return self.to_fields()
 
     def text(self):
         return settings_text(self.to_mapping())
 
 
-@dataclass(frozen=True)
 class JobSettings(_Settings):
-    """What every dream job of one input runs with. Blend settings are not part of it: the blend
-    step makes the image a chained frame starts from, so changing them reruns the blends, and
-    the dreams only through the files that changed."""
+    """What every dream job of one input runs with: `dream` (the dream section), `zoom` (the
+    zoom section or None) and `jpg_quality`. Blend settings are not part of it: the blend step
+    makes the image a chained frame starts from, so changing them reruns the blends, and the
+    dreams only through the files that changed."""
 
-    dream: dict
-    zoom: dict | None = None
-    jpg_quality: int = 95
+    FIELDS = {"dream": _REQUIRED, "zoom": None, "jpg_quality": 95}
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
@@ -84,18 +132,13 @@ class JobSettings(_Settings):
         return {"dream": self.dream, "zoom": self.zoom}
 
 
-@dataclass(frozen=True)
 class BlendSettings(_Settings):
-    """What every blend job of one input runs with: the blend section, and the dream's start and
-    seed (a noise start blends the previous dream into noise)."""
+    """What every blend job of one input runs with: `blend` (the blend section), and the dream's
+    `start` and `seed` (a noise start blends the previous dream into noise), and `jpg_quality`."""
 
     # the chain keys shape the DAG, not a start image: changing them reruns no blend by itself
     UNUSED_KEYS = {"blend": ("max_chain", "overlap")}
-
-    blend: dict
-    start: str = "image"
-    seed: int = 0
-    jpg_quality: int = 95
+    FIELDS = {"blend": _REQUIRED, "start": "image", "seed": 0, "jpg_quality": 95}
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
@@ -137,7 +180,7 @@ def _positive_int(value, key, kind):
     return value
 
 
-class _Message:
+class _Message(_Record):
     """A job's socket form: a JSON mapping of its fields, checked field by field on arrival."""
 
     KIND = "job"
@@ -145,7 +188,7 @@ class _Message:
 
     def to_message(self):
         """The job as a JSON-ready mapping, the form it takes on the server's socket."""
-        message = {item.name: getattr(self, item.name) for item in fields(self)}
+        message = self.to_fields()
         if self.SETTINGS:
             message["settings"] = self.settings.to_mapping()
         return message
@@ -155,10 +198,10 @@ class _Message:
         """A job from its socket form; anything malformed is a DreamflowError naming the field."""
         if not isinstance(message, dict):
             raise DreamflowError(f"{cls.KIND}: expected a mapping")
-        unknown = sorted(set(message) - {item.name for item in fields(cls)})
+        unknown = sorted(set(message) - set(cls.FIELDS))
         if unknown:
             raise DreamflowError(f"{cls.KIND}: unknown fields {', '.join(unknown)}")
-        required = {item.name for item in fields(cls) if item.default is MISSING}
+        required = {key for key, default in cls.FIELDS.items() if default is _REQUIRED}
         missing = sorted(required - set(message))
         if missing:
             raise DreamflowError(f"{cls.KIND}: missing fields {', '.join(missing)}")
@@ -181,7 +224,6 @@ class _Message:
             raise DreamflowError(f"{self.KIND}: 'settings' must be {self.SETTINGS.__name__}")
 
 
-@dataclass(frozen=True)
 class FrameJob(_Message):
     """Dream frame `number` into `output`.
 
@@ -194,21 +236,22 @@ class FrameJob(_Message):
     KIND = "frame job"
     SETTINGS = JobSettings
 
-    number: int
-    output: str
-    settings: JobSettings
-    threads: int
-    frame: str | None = None
-    previous: str | None = None
-    prepared: bool = False
+    FIELDS = {
+        "number": _REQUIRED,
+        "output": _REQUIRED,
+        "settings": _REQUIRED,
+        "threads": _REQUIRED,
+        "frame": None,
+        "previous": None,
+        "prepared": False,
+    }
 
-    def __post_init__(self):
+    def _check_fields(self):
         self._check(("output",), ("number", "threads"), ("frame", "previous"))
         if not isinstance(self.prepared, bool):
             raise DreamflowError(f"{self.KIND}: 'prepared' must be true or false")
 
 
-@dataclass(frozen=True)
 class BlendJob(_Message):
     """Make the image that frame `number` of a chain starts from, into `output`: raw `frame`
     plus the dream of its predecessor, `previous`; with a flow, carried along the `flow` file of
@@ -217,15 +260,17 @@ class BlendJob(_Message):
     KIND = "blend job"
     SETTINGS = BlendSettings
 
-    number: int
-    output: str
-    settings: BlendSettings
-    frame: str
-    previous: str
-    previous_frame: str | None = None
-    flow: str | None = None
+    FIELDS = {
+        "number": _REQUIRED,
+        "output": _REQUIRED,
+        "settings": _REQUIRED,
+        "frame": _REQUIRED,
+        "previous": _REQUIRED,
+        "previous_frame": None,
+        "flow": None,
+    }
 
-    def __post_init__(self):
+    def _check_fields(self):
         self._check(("output", "frame", "previous"), ("number",), ("previous_frame", "flow"))
         if self.settings.blend.get("flow", "none") != "none" and not (
             self.previous_frame and self.flow
@@ -236,21 +281,22 @@ class BlendJob(_Message):
             )
 
 
-@dataclass(frozen=True)
 class FlowJob(_Message):
     """The optical flow of raw `frame` back to raw `previous_frame`, and its reliability mask,
     into the flow file `output`."""
 
     KIND = "flow job"
 
-    output: str
-    frame: str
-    previous_frame: str
-    method: str
-    threads: int = 1
-    device: str = "auto"
+    FIELDS = {
+        "output": _REQUIRED,
+        "frame": _REQUIRED,
+        "previous_frame": _REQUIRED,
+        "method": _REQUIRED,
+        "threads": 1,
+        "device": "auto",
+    }
 
-    def __post_init__(self):
+    def _check_fields(self):
         self._check(("output", "frame", "previous_frame"), ("threads",))
         if self.method not in FLOW_METHODS:
             raise DreamflowError(

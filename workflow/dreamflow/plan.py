@@ -5,7 +5,6 @@ no policy of their own. Imports no torch (parsing must stay fast), and nothing o
 is tested like any other module.
 """
 
-import dataclasses
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -333,7 +332,7 @@ class Plan:
             labels = sheet_labels(items)
             for item, terms in items.items():
                 dream = item_dream_settings(settings["dream"], terms)
-                sweep[item] = dataclasses.replace(job, dream=dream).text()
+                sweep[item] = job.replace(dream=dream).text()
         weights = weights_file(settings["dream"])
         model_inputs = {"guide": settings["dream"]["guide"], "weights": weights}
         flow = settings["blend"]["flow"]
