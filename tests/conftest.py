@@ -1,4 +1,5 @@
-"""The fixtures shared by the tests: tiny real media and real Snakemake projects.
+"""The fixtures shared by the tests: tiny real media and real Snakemake projects; and the skip
+of the tests marked `cuda` on a machine without a CUDA GPU.
 
 Everything else the tests share lives in tests/helpers.py; import it from there, never from here.
 """
@@ -6,6 +7,19 @@ Everything else the tests share lives in tests/helpers.py; import it from there,
 import pytest
 
 from helpers import Workflow, make_video, tiny_config
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected: `-m "not cuda"` never imports torch
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `cuda` on a machine without a CUDA GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch  # seconds to import: only when a collected test needs the answer
+
+    if not torch.cuda.is_available():
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
 @pytest.fixture

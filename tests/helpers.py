@@ -2,7 +2,7 @@
 runner of the real Snakemake workflow.
 
 Test modules import it as `helpers` (pyproject.toml puts tests/ on pytest's pythonpath);
-tests/conftest.py builds its fixtures from it and holds nothing else.
+tests/conftest.py builds its fixtures from it, and skips the tests marked `cuda` without a GPU.
 """
 
 import json
