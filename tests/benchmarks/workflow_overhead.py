@@ -1,7 +1,7 @@
 """How much of a workflow run is dreaming? Prints one table, all figures measured side by side here.
 
     .venv/bin/python tests/benchmarks/workflow_overhead.py [--frames 48] [--repeats 3]
-        [--only a,e,g] [--baseline CHECKOUT]
+        [--only a,e,g,h] [--baseline CHECKOUT]
 
 (a) per-frame dream time in one warm process: the compute floor
 (b) whole-workflow wall time per frame, `snakemake --cores 2`, frames dreamed through the model
@@ -22,16 +22,25 @@
     the coherence figure, which the baseline has no rule for), scene cuts none (one chain).
     g0: blend none (independent frames), for reference; g1: blend constant, flow none (a blend
     step and a dream step per frame); g2: blend constant, flow dis (flow steps run ahead, then
-    blend and dream); g3: with --baseline, that checkout with blend constant (the blend inside
-    the dream job), its jobs running its own package (PYTHONPATH=CHECKOUT/workflow, checked on its
-    server). Ratios g1 / g3 and g2 / g3, and g1 - g3 in ms: the cost of the separate blend step.
+    blend and dream); g3: with --baseline, that checkout with blend constant and its shipped
+    flow, its jobs running its own package (PYTHONPATH=CHECKOUT/workflow, checked on its
+    server). Ratios g1 / g3 and g2 / g3, and g2 - g3 in ms.
     Each also as the time from the first dream finished to the last, per frame: the chain's
     pace without the fixed costs (start-up, extraction, the server's start, the encode).
 
---baseline CHECKOUT runs (e) and (g) also for another checkout of dreamflow (e.g. a git worktree
-of an older commit), alternating with this one so that load changes hit both alike. --only picks
-parts by letter: a, b, c, d and f come from the same runs, so naming any of them measures all
-five; --dag-only is --only e.
+(h) where a serial frame job's time goes (blend none with 2 threads a frame, so one job at a
+    time, the tiny dream of (g), --chain-frames frames), step by step: the dream in one warm
+    process; dream requests to a warm model server from one warm process (adds the socket, the
+    job's checks, the server's bookkeeping); one `dreamflow dream-frame` process per frame, as
+    the job's shell runs it (adds Python's start, imports, argument parsing); the workflow's pace
+    from the first dream finished to the last (adds Snakemake between jobs); beside a chain of
+    trivial jobs in a bare Snakefile, Snakemake's own turnaround. With --baseline, each step also
+    for that checkout (its package on PYTHONPATH, its Snakefile).
+
+--baseline CHECKOUT runs (b2), (e), (g) and (h) also for another checkout of dreamflow (e.g. a
+git worktree of an older commit), alternating with this one so that load changes hit both alike.
+--only picks parts by letter: a, b, c, d and f come from the same runs, so naming any of them
+measures all five; --dag-only is --only e.
 
 Not a test: it takes minutes and its figures depend on the machine. Medians over --repeats runs
 (--dag-repeats for (e)). The dream settings of (a)-(d) and (f) are the defaults (3 octaves of 10
@@ -68,17 +77,24 @@ MAIN_PARTS = set("abcdf")  # measured from the same runs: c is b / a, d and f ne
 
 
 def write_project(
-    directory, frames, blend="none", dream_threads="auto", flow=None, dream=None, cuts=None
+    directory,
+    frames,
+    blend="none",
+    dream_threads="auto",
+    flow=None,
+    dream=None,
+    cuts=None,
+    size=f"{WIDTH}x{HEIGHT}",
 ):
-    """A project of a `frames`-frame test pattern. `flow` and `cuts` (blend.flow, scenes.cuts)
-    are left out when None, the shipped defaults, and so that an older checkout without those
-    settings accepts the config."""
+    """A project of a `frames`-frame test pattern of `size` ("WIDTHxHEIGHT"). `flow` and `cuts`
+    (blend.flow, scenes.cuts) are left out when None, the shipped defaults, and so that an older
+    checkout without those settings accepts the config."""
     directory.mkdir(parents=True, exist_ok=True)
     make_video(
         directory / "clip.mp4",
         frames=frames,
         fps=FPS,
-        size=f"{WIDTH}x{HEIGHT}",
+        size=size,
         audio=False,
         pattern="testsrc2",
     )
@@ -96,8 +112,9 @@ def write_project(
     (directory / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile"):
-    """Runs Snakemake on `directory`; its wall time in seconds and its output."""
+def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile", cores=2, timeout=None):
+    """Runs Snakemake on `directory`; its wall time in seconds and its output. Past `timeout`
+    seconds, subprocess.TimeoutExpired."""
     command = [
         PYTHON,
         "-m",
@@ -107,12 +124,16 @@ def snakemake(directory, *args, env=None, snakefile=REPO / "Snakefile"):
         "--directory",
         str(directory),
         "--cores",
-        "2",
+        str(cores),
         *args,
     ]
     start = time.perf_counter()
     result = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **(env or {})}
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
     )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
@@ -136,15 +157,19 @@ def job_counts(output):
     return counts
 
 
-def warm_per_frame(frames_dir, count):
-    """(a): one process, model loaded once, then `count` frames timed one by one."""
+def warm_per_frame(frames_dir, count, dream=None, timeout=None, package=None):
+    """(a): one process, model loaded once, then `count` frames timed one by one. `dream`: dream
+    settings over the schema defaults, as a project's config.yaml gives them. `package`: the
+    workflow folder of the checkout whose dreamflow runs (default: this one)."""
     code = f"""
 import json, sys, time, glob
 from dreamflow import config
 from dreamflow.dreamstep import Dreamer, run_job
 from dreamflow.job import FrameJob, JobSettings
 schema = config.load_schema()
-dream = config.resolve_dream(config.fill_defaults({{}}, schema["$defs"]["dream"], schema))
+dream = config.resolve_dream(
+    config.fill_defaults({dict(dream or {})!r}, schema["$defs"]["dream"], schema)
+)
 settings = JobSettings(dream=dream)
 dreamer = Dreamer(dream, threads=2)
 frames = sorted(glob.glob({str(frames_dir)!r} + "/*.png"))[:{count}]
@@ -160,9 +185,110 @@ print(json.dumps(times))
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, "DREAMFLOW_SERVER": "off"},
+        env={**os.environ, "DREAMFLOW_SERVER": "off", **package_env(package)},
+        timeout=timeout,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def package_env(package):
+    """The environment that makes a process import dreamflow from `package` (a checkout's workflow
+    folder; None: this checkout's)."""
+    return {"PYTHONPATH": str(package or REPO / "workflow")}
+
+
+def tiny_job_settings(package):
+    """The JSON settings of a frame job with TINY_DREAM, as `package`'s workflow writes them."""
+    code = f"""
+from dreamflow import config
+from dreamflow.job import JobSettings
+schema = config.load_schema()
+dream = config.fill_defaults({TINY_DREAM!r}, schema["$defs"]["dream"], schema)
+print(JobSettings(dream=config.resolve_dream(dream)).text())
+"""
+    result = subprocess.run(
+        [PYTHON, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **package_env(package)},
+    )
+    return result.stdout.strip()
+
+
+def request_seconds(frames, outputs, server_dir, package):
+    """(h) dream requests to a warm model server from one warm process, into the folder
+    `outputs`: per-frame seconds, the first (which starts the server) left out."""
+    code = f"""
+import io, json, time
+from dreamflow.job import FrameJob, JobSettings
+from dreamflow.serving import client
+settings = JobSettings.from_text({tiny_job_settings(package)!r})
+times = []
+for number, frame in enumerate({[str(frame) for frame in frames]!r}, start=1):
+    start = time.perf_counter()
+    job = FrameJob(number, f"{outputs}/{{number}}.png", settings, 2, frame=frame)
+    if not client.request("dream", job, notes=io.StringIO()):
+        raise SystemExit("the model server did not dream")
+    times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+    result = subprocess.run(
+        [PYTHON, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **package_env(package), "DREAMFLOW_SERVER_DIR": str(server_dir)},
+    )
+    return statistics.median(json.loads(result.stdout.strip().splitlines()[-1])[1:])
+
+
+def client_process_seconds(frames, outputs, server_dir, package):
+    """(h) one `dreamflow dream-frame` process per frame, as a dream job's shell runs it, against
+    a warm model server, into the folder `outputs`: per-frame seconds, the first (which starts the
+    server) left out."""
+    settings = tiny_job_settings(package)
+    env = {**os.environ, **package_env(package), "DREAMFLOW_SERVER_DIR": str(server_dir)}
+    times = []
+    for number, frame in enumerate(frames, start=1):
+        command = [str(Path(PYTHON).parent / "dreamflow"), "dream-frame", "--frame", str(frame)]
+        command += ["--number", str(number), "--settings", settings, "--threads", "2"]
+        start = time.perf_counter()
+        subprocess.run(
+            command + ["-o", str(outputs / f"{number}.png")],
+            check=True,
+            env=env,
+            stderr=subprocess.DEVNULL,  # its one line per frame: which server dreamed it
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+# A chain of trivial jobs, each waiting for the one before: Snakemake's own turnaround per job.
+BARE_CHAIN_SNAKEFILE = """
+COUNT = {count}
+
+rule all:
+    input: f"done/{{COUNT:06d}}"
+
+def previous(wildcards):
+    number = int(wildcards.number)
+    return [f"done/{{number - 1:06d}}"] if number > 1 else []
+
+rule step:
+    input: previous
+    output: "done/{{number}}"
+    shell: "touch {{output}}"
+"""
+
+
+def bare_chain_seconds(directory, count):
+    """(h) floor: the per-job pace of BARE_CHAIN_SNAKEFILE's chain of `count` trivial jobs."""
+    directory.mkdir(parents=True)
+    (directory / "Snakefile").write_text(BARE_CHAIN_SNAKEFILE.format(count=count))
+    snakemake(directory, "--scheduler", "greedy", snakefile=directory / "Snakefile")
+    finished = sorted(path.stat().st_mtime for path in (directory / "done").iterdir())
+    return (finished[-1] - finished[0]) / (count - 1)
 
 
 def scene_cuts(frames, scenes):
@@ -280,7 +406,9 @@ def server_pythonpath(pid):
     return ""
 
 
-def chain_seconds(directory, frames, server_dir, blend, flow=None, checkout=None):
+def chain_seconds(
+    directory, frames, server_dir, blend, flow=None, checkout=None, dream_threads="auto"
+):
     """(g): a real run of `frames` frames with the tiny dream, through a model server of its own,
     to the video: its wall time per frame, and the time per frame from the first dream finished
     to the last. `checkout`: another checkout of dreamflow, whose Snakefile runs and whose
@@ -288,26 +416,42 @@ def chain_seconds(directory, frames, server_dir, blend, flow=None, checkout=None
     snakefile = REPO / "Snakefile"
     env = {"DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": "30"}
     if checkout is None:
-        write_project(directory, frames, blend=blend, flow=flow, dream=TINY_DREAM, cuts="none")
+        write_project(
+            directory,
+            frames,
+            blend=blend,
+            flow=flow,
+            dream=TINY_DREAM,
+            cuts="none",
+            dream_threads=dream_threads,
+        )
     else:
-        write_project(directory, frames, blend=blend, dream=TINY_DREAM)
+        write_project(
+            directory,
+            frames,
+            blend=blend,
+            dream=TINY_DREAM,
+            cuts="none",
+            dream_threads=dream_threads,
+        )
         snakefile = checkout / "Snakefile"
         env["PYTHONPATH"] = str(checkout / "workflow")
     seconds, _ = snakemake(directory, "results/clip/clip.mp4", env=env, snakefile=snakefile)
     work = directory / "work" / "clip"
-    chained = frames - 1 if blend != "none" and checkout is None else 0
     made = {
         step: len(list((work / step).glob("*")))
         for step in ("dreamed", "blended", "flow")
         if (work / step).exists()
     }
-    expected = {"dreamed": frames, "blended": chained, "flow": chained if flow == "dis" else 0}
-    if {step: made.get(step, 0) for step in expected} != expected:
-        sys.exit(f"{directory}: expected the step files {expected}, the run made {made}")
-    if checkout is not None:
-        # the jobs ran the checkout's code: no blend step, and its package on the server's path
-        if (directory / "work" / "clip" / "blended").exists():
-            sys.exit(f"{directory}: blend steps ran, not the code of {checkout}")
+    if checkout is None:
+        chained = frames - 1 if blend != "none" else 0
+        expected = {"dreamed": frames, "blended": chained, "flow": chained if flow == "dis" else 0}
+        if {step: made.get(step, 0) for step in expected} != expected:
+            sys.exit(f"{directory}: expected the step files {expected}, the run made {made}")
+    else:
+        # the jobs ran the checkout's code: its package on the server's path
+        if made.get("dreamed") != frames:
+            sys.exit(f"{directory}: {frames} dreamed frames expected, the run made {made}")
         package = str(checkout / "workflow")
         paths = [server_pythonpath(pid).split(os.pathsep)[0] for pid in server_pids(server_dir)]
         if not paths or any(path != package for path in paths):
@@ -317,6 +461,82 @@ def chain_seconds(directory, frames, server_dir, blend, flow=None, checkout=None
     # encode): from the first dream finished to the last
     finished = sorted(path.stat().st_mtime for path in (work / "dreamed").iterdir())
     return seconds / frames, (finished[-1] - finished[0]) / (frames - 1)
+
+
+def breakdown_rows(root, count, repeats, baseline):
+    """(h): where a serial frame job's time goes, step by step, for this checkout and `baseline`;
+    the table rows."""
+    project = root / "h-frames"
+    write_project(project, count, dream=TINY_DREAM)
+    snakemake(project, "--until", "extract_frames")
+    frames = sorted((project / "work" / "clip" / "frames").glob("*.png"))
+    server_dir = root / "h-sockets"
+    checkouts = {"now": None, **({"base": baseline} if baseline else {})}
+    steps = ("floor", "request", "client", "workflow", "wall")
+    times = {(name, step): [] for name in checkouts for step in steps}
+    bare = []
+    for repeat in range(repeats):
+        for name, checkout in checkouts.items():
+            package = checkout and checkout / "workflow"
+            times[name, "floor"].append(
+                statistics.median(
+                    warm_per_frame(frames[0].parent, count, dream=TINY_DREAM, package=package)[1:]
+                )
+            )
+            outputs = root / "h-dreams"
+            times[name, "request"].append(request_seconds(frames, outputs, server_dir, package))
+            times[name, "client"].append(
+                client_process_seconds(frames, outputs, server_dir, package)
+            )
+            stop_servers(server_dir)
+            directory = root / f"h-chain-{name}-{repeat}"
+            wall, pace = chain_seconds(
+                directory, count, server_dir, "none", checkout=checkout, dream_threads=2
+            )
+            times[name, "workflow"].append(pace)
+            times[name, "wall"].append(wall)
+            shutil.rmtree(directory)
+        directory = root / f"h-bare-{repeat}"
+        bare.append(bare_chain_seconds(directory, count))
+        shutil.rmtree(directory)
+    median = {key: statistics.median(values) for key, values in times.items()}
+
+    def ms(name, step, before=None):
+        value = median[name, step] - (median[name, before] if before else 0)
+        return f"{value * 1000:.0f}"
+
+    def row(label, step, before=None):
+        text = " / ".join(ms(name, step, before) for name in checkouts)
+        return (label, f"{text} ms/frame")
+
+    heading = "now / baseline" if baseline else "this checkout"
+    rows = [
+        (
+            f"(h) serial frame jobs ({heading}): blend none, 2 threads a frame (one job at a "
+            "time), tiny dream",
+            "",
+        ),
+        row("    dream in one warm process (the floor)", "floor"),
+        row(
+            "    + model server request (socket, job checks, the server's thread)",
+            "request",
+            "floor",
+        ),
+        row(
+            "    + one dreamflow process per frame (Python start, imports, parsing)",
+            "client",
+            "request",
+        ),
+        row("    + Snakemake between jobs (scheduling, shell, job records)", "workflow", "client"),
+        (
+            "      Snakemake's own floor: a chain of trivial jobs",
+            f"{statistics.median(bare) * 1000:.0f} ms/job",
+        ),
+        row("    = workflow pace, first to last dream", "workflow"),
+        row("    workflow pace - floor (target <= 50)", "workflow", "floor"),
+        row("    workflow wall time per frame, fixed costs included", "wall"),
+    ]
+    return rows
 
 
 def peak_rss_mib(pid):
@@ -329,7 +549,7 @@ def peak_rss_mib(pid):
 
 def parse_parts(text):
     parts = set(text.replace(",", "").replace(" ", ""))
-    unknown = parts - set("abcdefg")
+    unknown = parts - set("abcdefgh")
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown parts: {', '.join(sorted(unknown))}")
     return parts | (MAIN_PARTS if parts & MAIN_PARTS else set())
@@ -346,7 +566,7 @@ def main():
     parser.add_argument(
         "--only",
         type=parse_parts,
-        default=set("abcdefg"),
+        default=set("abcdefgh"),
         metavar="PARTS",
         help="measure only these parts, e.g. e,g (default: all)",
     )
@@ -381,9 +601,21 @@ def main():
             # (a); the two settings alternate so that load changes hit both alike
             env = {"DREAMFLOW_SERVER_DIR": str(server_dir), "DREAMFLOW_SERVER_IDLE": "30"}
             runs, server_peak = {"auto": [], 2: []}, float("nan")
+            if baseline:
+                runs["base"] = []  # the baseline checkout with 2 threads per frame, as b2
             for repeat in range(args.repeats):
                 for threads in runs:
                     project = root / f"server{repeat}-{threads}"
+                    if threads == "base":
+                        write_project(project, args.frames, dream_threads=2)
+                        seconds = snakemake(
+                            project,
+                            env={**env, **package_env(baseline / "workflow")},
+                            snakefile=baseline / "Snakefile",
+                        )[0]
+                        stop_servers(server_dir)  # the next runs must not use its server
+                        runs[threads].append(seconds / args.frames)
+                        continue
                     write_project(project, args.frames, dream_threads=threads)
                     runs[threads].append(snakemake(project, env=env)[0] / args.frames)
                     server_peak = max(
@@ -398,7 +630,20 @@ def main():
             rows.append(
                 ("(b2) workflow, model server, dream_threads 2", f"{same_threads:.3f} s/frame")
             )
-            rows.append(("    b2 / a", f"{same_threads / floor:.2f}"))
+            rows.append(
+                (
+                    "    b2 / a; b2 - a",
+                    f"{same_threads / floor:.2f}; {(same_threads - floor) * 1000:.0f} ms/frame",
+                )
+            )
+            if baseline:
+                before = statistics.median(runs["base"])
+                rows.append(
+                    (
+                        f"    {baseline}: b2; b2 - a",
+                        f"{before:.3f} s/frame; {(before - floor) * 1000:.0f} ms/frame",
+                    )
+                )
 
             if not args.skip_fresh:
                 project = root / "fresh"
@@ -543,7 +788,7 @@ def main():
                 "g0": f"(g) chain of {frames} frames, tiny dream; g0: blend none",
                 "g1": "    g1: blend constant, flow none",
                 "g2": "    g2: blend constant, flow dis",
-                "g3": f"    g3: {baseline}, blend constant",
+                "g3": f"    g3: {baseline}, blend constant, its shipped flow",
             }
             for name in times:
                 rows.append(
@@ -563,13 +808,15 @@ def main():
                     )
                 rows.append(
                     (
-                        "    g1 - g3: the separate blend step",
-                        f"{(wall['g1'] - wall['g3']) * 1000:.0f} ms/frame  "
-                        f"({(pace['g1'] - pace['g3']) * 1000:.0f} ms/frame first to last dream)",
+                        "    g2 - g3",
+                        f"{(wall['g2'] - wall['g3']) * 1000:.0f} ms/frame  "
+                        f"({(pace['g2'] - pace['g3']) * 1000:.0f} ms/frame first to last dream)",
                     )
                 )
+        if "h" in parts:
+            rows += breakdown_rows(root, args.chain_frames, args.repeats, baseline)
     finally:
-        for folder in (server_dir, chain_server_dir):
+        for folder in (server_dir, chain_server_dir, root / "h-sockets"):
             stop_servers(folder)
         shutil.rmtree(root, ignore_errors=True)
     runs = []
@@ -577,9 +824,9 @@ def main():
         runs.append(f"(a)-(d) {args.frames} frames of {WIDTH}x{HEIGHT}")
     if "e" in parts:
         runs.append(f"(e) medians of {args.dag_repeats} dry runs")
-    if "g" in parts:
-        runs.append(f"(g) {args.chain_frames} frames of {WIDTH}x{HEIGHT}")
-    if parts & {"a", "g"}:
+    if parts & {"g", "h"}:
+        runs.append(f"(g), (h) {args.chain_frames} frames of {WIDTH}x{HEIGHT}")
+    if parts & {"a", "g", "h"}:
         runs.append(f"medians of {args.repeats} runs")
     print(", ".join(runs) + f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     width = max(len(name) for name, _ in rows)
