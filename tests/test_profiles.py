@@ -1,16 +1,21 @@
 """The Snakemake profiles under profiles/: real Snakemake options, and the two SLURM profiles in
 sync.
 
-Fast, no cluster: each profile is read by Snakemake's own argument parser, which rejects a key that
-is not one of its options (or of an installed plugin's, such as the SLURM executor) and a value of
-the wrong type. tests/integration/test_slurm.py runs profiles/slurm on a real SLURM cluster.
+No cluster: each profile is read by Snakemake's own argument parser, which rejects a key that is
+not one of its options (or of an installed plugin's, such as the SLURM executor) and a value of the
+wrong type; and a dry run through profiles/slurm (real Snakemake and ffmpeg, marked `workflow`)
+shows the group the rules give each chain. tests/integration/test_slurm.py runs profiles/slurm on
+a real SLURM cluster.
 """
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.cli import get_argument_parser
+
+from helpers import Workflow, make_video, tiny_config
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 # what profiles/slurm-apptainer adds to profiles/slurm; everything else must be the same
@@ -46,3 +51,76 @@ def test_slurm_profiles_request_a_gpu_for_the_dream_rules_only():
             "sweep_layer",
         }
         assert "gpu" not in profile(name)["default-resources"]
+
+
+def test_slurm_profiles_leave_the_frame_groups_to_the_rules_and_send_the_rest_as_arrays():
+    """The rules give each chain its group (chain_group in workflow/rules/common.smk); a profile's
+    `groups` would override it with one group per rule. Frame jobs in no chain go out as job
+    arrays, which plugin 2.8.0 submits only when nothing caps the jobs that are ready
+    (snakemake-executor-plugin-slurm#473), and only through sbatch --wrap (as a script, every task
+    runs the first task's job)."""
+    for name in ("slurm", "slurm-apptainer"):
+        settings = profile(name)
+        assert not {"groups", "group-components"} & set(settings)
+        assert set(settings["slurm-array-jobs"].split(",")) == {"dream_frame", "flow", "crossfade"}
+        assert settings["jobs"] == "unlimited"
+        count, _, timespan = settings["max-jobs-per-timespan"].partition("/")
+        assert int(count) >= 100_000 and timespan == "1s"
+        assert not settings.get("slurm-pass-command-as-script")
+        assert 2 <= settings["slurm-array-limit"] <= 50  # a task's command is some 2 KB
+
+
+def dry_run_jobs(output):
+    """{group: [job messages]} of a dry run's output; jobs in no group under None."""
+    jobs, group = {}, None
+    for line in output.splitlines():
+        started = re.match(r"\S.* Group job (\S+) ", line)
+        if started:
+            group = started.group(1)
+            continue
+        job = re.match(r"(\s*)Job \d+: (.*)", line)
+        if job:
+            jobs.setdefault(group if job.group(1) else None, []).append(job.group(2))
+        elif line and not line[0].isspace():
+            group = None
+    return jobs
+
+
+@pytest.mark.workflow
+def test_a_slurm_dry_run_groups_each_chain_and_nothing_else(tmp_path):
+    """Eight frames blended in two segments (1-5, and 4-8 whose first two frames overlap the
+    first): a group per segment with its flows, blends and dreams; the flow of frame 5, which both
+    segments' blends read, and the two crossfades go out on their own. A dry run without a
+    cluster profile builds no groups (its time to build them grows steeply with a chain)."""
+    flow = Workflow(tmp_path)
+    make_video(tmp_path / "clip.mp4", frames=8)
+    blend = {"mode": "constant", "max_chain": 5, "overlap": 2}
+    flow.write_config(tiny_config("clip.mp4", blend=blend, scenes={"cuts": "none"}))
+    extracted = flow.run("work/tiny/scenes.json")  # the checkpoints: then the frame jobs are known
+    assert extracted.returncode == 0, extracted.output
+
+    result = flow.run("--dry-run", "--profile", str(PROFILES / "slurm"))
+    assert result.returncode == 0, result.output
+    jobs = {group: sorted(messages) for group, messages in dry_run_jobs(result.output).items()}
+
+    def steps(verb, *nodes):
+        return [f"{verb} frame {node} of tiny" for node in nodes]
+
+    assert jobs["chain-tiny-000001"] == sorted(
+        steps("Blending", "000002", "000003", "000004", "000005")
+        + steps("Dreaming", "000001", "000002", "000003", "000004", "000005")
+        + steps("Optical flow of", "000002", "000003", "000004")
+    )
+    assert jobs["chain-tiny-000004"] == sorted(
+        steps("Blending", "000005-lead", "000006", "000007", "000008")
+        + steps("Dreaming", "000004-lead", "000005-lead", "000006", "000007", "000008")
+        + steps("Optical flow of", "000006", "000007", "000008")
+    )
+    alone = [message for message in jobs[None] if "frame" in message]
+    assert sorted(alone) == steps("Crossfading", "000004", "000005") + steps(
+        "Optical flow of", "000005"
+    )
+
+    local = flow.run("--dry-run")
+    assert local.returncode == 0, local.output
+    assert "Group job" not in local.output and "Crossfading frame 000004" in local.output

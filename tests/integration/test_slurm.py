@@ -2,20 +2,26 @@
 slurmctld and slurmd on this machine, see slurm_cluster.sh), submitted by the real
 snakemake-executor-plugin-slurm.
 
-The run uses profiles/slurm itself, with test overrides written into a copy of it (slurm_profile):
+The runs use profiles/slurm itself, with test overrides written into a copy of it (slurm_profile):
 the cluster's partition and account instead of the placeholders, status checks every second, no
 retries, and no GPU request: this machine has no GPU, so the dream rules' `gpu: 1` becomes 0 and
-the GPU request itself (sbatch --gpus) is not exercised here. The demo runs with blending off: its
-frames are independent, so the profile's `groups`/`group-components` alone make them one SLURM job
-(with blending on, the chain would be one job anyway). The failing run is a resumed one (the frames
-are extracted already), the case in which Snakemake 9 used to submit split frame groups twice.
+the GPU request itself (sbatch --gpus) is not exercised here. Every run passes --cores 1: one CPU
+per job and per chain's group, so that two of them fit side by side on the node's two CPUs.
+
+The demo runs twice over: with blending off its frames are independent and go out as one SLURM
+job array; blended, with a scene cut, each of its two chains is one group, one SLURM job, and the
+two run at the same time. The failing run and the chain runs after the first are resumed ones
+(the frames are extracted and the scenes known), the case in which Snakemake 9 used to submit
+split frame groups twice.
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 import yaml
@@ -27,10 +33,24 @@ from .conftest import REPO, SUMMARY, project_copy
 pytestmark = pytest.mark.integration
 
 FRAMES = (
-    6  # of the demo's 30: each SLURM job costs 6-8 s of Snakemake start-up on this 2-core machine
+    4  # of the demo's 30: each SLURM job costs 6-8 s of Snakemake start-up on this 2-core machine
 )
 # over the shipped config.yaml; a tiny dream, as what is tested here is the cluster, not the dream
 DEMO = {"blend": {"mode": "none"}, "frames": {"end": FRAMES}, "dream": TINY_DREAM}
+CUT = 3  # the blended demo's second scene starts here: two chains, frames 1-2 and 3-4
+CHAINED = {**DEMO, "blend": {"mode": "constant"}, "scenes": {"cuts": [CUT]}}
+CHAIN_GROUPS = {"chain-demo-000001", f"chain-demo-{CUT:06d}"}
+# the blended runs make the video only: the coherence job, submitted on its own, fails on SLURM
+# for a blended input (its input function asks for the extraction before the scenes checkpoint)
+VIDEO = "results/demo/demo.mp4"
+# every frame step of a run in one group, one submission for the whole video (command-line
+# overrides of the rules' groups)
+ONE_GROUP = [
+    "--groups",
+    *(f"{rule}=dream" for rule in ("dream_frame", "blend", "flow", "crossfade")),
+    "--group-components",
+    "dream=1000000",
+]
 RUN_TIMEOUT = 600
 
 
@@ -61,14 +81,15 @@ def cancel_all_jobs(env):
         subprocess.run(["scancel", *jobs.stdout.split()], env=env)
 
 
-def run_on_slurm(project, profile, env, config):
-    """`snakemake --profile <profile>` in `project`, the shipped config.yaml updated by `config`;
-    returns the result with .output and .seconds."""
+def run_on_slurm(project, profile, env, config, args=()):
+    """`snakemake --profile <profile> --cores 1 <args>` in `project`, the shipped config.yaml
+    updated by `config`; `args` holds targets and options. Returns the result with .output and
+    .seconds."""
     overrides = project / "test-overrides.yaml"
     overrides.write_text(yaml.safe_dump(config))
     # the jobs run `dreamflow` and Snakemake from this virtualenv (sbatch --export=ALL passes PATH
-    # on); the model server outlives the few seconds between two frames of a group, each its own job
-    # step
+    # on); the model server outlives the few seconds between two frames of a chain, each its own
+    # job step
     env = {
         **env,
         "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}",
@@ -80,7 +101,10 @@ def run_on_slurm(project, profile, env, config):
         "snakemake",
         "--profile",
         str(profile),
-        "--configfile",
+        "--cores",
+        "1",
+        *args,
+        "--configfile",  # last: it takes every argument after it
         str(overrides),
     ]
     start = time.monotonic()
@@ -95,8 +119,12 @@ def run_on_slurm(project, profile, env, config):
     return result
 
 
+SACCT_FIELDS = ["JobID", "State", "Start", "End", "AllocCPUS", "Comment"]
+
+
 def slurm_jobs(result, env):
-    """The SLURM jobs of one Snakemake run, from the accounting database: [(state, comment)].
+    """The SLURM jobs of one Snakemake run, from the accounting database: one dict of SACCT_FIELDS
+    per allocation (each task of a job array is one, its JobID <array>_<task>).
 
     The executor names every job of a run by the run's ID and writes the rule, or the group, into
     the job's comment."""
@@ -110,14 +138,59 @@ def slurm_jobs(result, env):
             "--allocations",
             "--starttime=now-1days",
             f"--name={run_id.group(1)}",
-            "--format=State,Comment",
+            f"--format={','.join(SACCT_FIELDS)}",
         ],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    return [tuple(line.split("|", 1)) for line in sacct.stdout.splitlines()]
+    return [
+        dict(zip(SACCT_FIELDS, line.split("|", len(SACCT_FIELDS) - 1), strict=True))
+        for line in sacct.stdout.splitlines()
+    ]
+
+
+def submissions(jobs):
+    """How many sbatch submissions the jobs took: the tasks of an array are one."""
+    return len({job["JobID"].split("_")[0] for job in jobs})
+
+
+def ran_at_once(first, second):
+    """Whether two jobs ran at the same time (sacct's start and end, to the second)."""
+    return first["Start"] < second["End"] and second["Start"] < first["End"]
+
+
+def span(jobs):
+    """Seconds from the first start to the last end of `jobs` (sacct's times, to the second)."""
+    starts = [datetime.fromisoformat(job["Start"]) for job in jobs]
+    ends = [datetime.fromisoformat(job["End"]) for job in jobs]
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def chain_jobs(jobs):
+    """{group: job} of the jobs that ran a chain's group (comment rule_<group>_<rules>)."""
+    chains = {}
+    for job in jobs:
+        match = re.match(r"rule_(chain-\S+?-\d{6})_", job["Comment"])
+        if match:
+            assert match.group(1) not in chains, jobs  # each chain's group is submitted once
+            chains[match.group(1)] = job
+    return chains
+
+
+def frame_step_jobs(jobs):
+    """The jobs of the frame steps submitted on their own, outside any group."""
+    rules = ("dream_frame", "blend", "flow", "crossfade")
+    return [job for job in jobs if job["Comment"].startswith(tuple(f"rule_{r}_" for r in rules))]
+
+
+def delete_frame_steps(project):
+    """The dreams, start images and flows of the demo, and its video: all to be made again by a
+    resumed run (the frames are extracted and the scenes known)."""
+    for step in ("dreamed", "blended", "flow"):
+        shutil.rmtree(project / "work/demo" / step, ignore_errors=True)
+    (project / VIDEO).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -135,28 +208,22 @@ def test_demo_runs_through_the_slurm_profile(demo_on_slurm):
     assert result.returncode == 0, result.output[-8000:]
     dreamed = sorted(path.name for path in (project / "work/demo/dreamed").iterdir())
     assert dreamed == [f"{n:06d}.png" for n in range(1, FRAMES + 1)]
-    assert (project / "results/demo/demo.mp4").stat().st_size > 0
+    assert (project / VIDEO).stat().st_size > 0
 
 
-def test_grouped_frames_go_out_as_fewer_slurm_jobs_than_frames(demo_on_slurm, slurm_env):
+def test_independent_frames_go_out_as_one_job_array(demo_on_slurm, slurm_env):
+    """Blending off: every frame is a job of its own, and the frames ready together (all of them,
+    once extracted) are one submission, whose tasks run side by side."""
     _, _, result = demo_on_slurm
     assert result.returncode == 0, result.output[-8000:]
     jobs = slurm_jobs(result, slurm_env)
-    dream_jobs = [state for state, comment in jobs if "dream_frame" in comment]
-    assert dream_jobs == ["COMPLETED"], jobs  # all FRAMES frames in one job
-    assert len(jobs) == 5, jobs  # and probe, extract_frames, encode and coherence: one job each
-
-
-def test_one_model_server_dreams_every_frame_of_the_group(demo_on_slurm):
-    project, _, result = demo_on_slurm
-    assert result.returncode == 0, result.output[-8000:]
-    logs = [log.read_text() for log in sorted((project / "work/demo/logs/dream").glob("*.log"))]
-    servers = {
-        match
-        for log in logs
-        for match in re.findall(r"dreamed by the model server: pid (\d+)", log)
-    }
-    assert len(logs) == FRAMES and len(servers) == 1, logs  # one torch import and model load
+    dreams = [job for job in jobs if job["Comment"].startswith("rule_dream_frame_")]
+    assert [job["State"] for job in dreams] == ["COMPLETED"] * FRAMES, jobs
+    array = dreams[0]["JobID"].split("_")[0]
+    assert sorted(job["JobID"] for job in dreams) == [f"{array}_{n}" for n in range(1, FRAMES + 1)]
+    assert any(ran_at_once(a, b) for a in dreams for b in dreams if a is not b), dreams
+    # and probe, extract_frames, encode and coherence: one job each
+    assert submissions(jobs) == 5 and not chain_jobs(jobs), jobs
 
 
 def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_path):
@@ -170,11 +237,103 @@ def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_
     )
     SUMMARY.append(f"SLURM failing run: {result.seconds:.0f} s")
     assert result.returncode != 0, result.output[-8000:]
-    assert re.search(r"Error in group \S*dream", result.output), result.output[-8000:]
-    assert "rule dream_frame" in result.output
+    assert "Error in rule dream_frame" in result.output, result.output[-8000:]
     assert f"weights file {broken} could not be loaded as a state dict" in result.output
-    states = [state for state, comment in slurm_jobs(result, slurm_env) if "dream_frame" in comment]
-    assert states == ["FAILED"]  # one group job, not frames submitted twice over
+    dreams = [job for job in slurm_jobs(result, slurm_env) if "dream_frame" in job["Comment"]]
+    assert "FAILED" in {job["State"] for job in dreams}, dreams
+    assert submissions(dreams) == 1, dreams  # one array, not frames submitted twice over
+
+
+@pytest.fixture(scope="module")
+def chains_on_slurm(slurm_env, tmp_path_factory):
+    """The demo blended, with a scene cut at frame CUT (two chains), run through the slurm
+    profile."""
+    project = project_copy(tmp_path_factory.mktemp("slurm-chains"))
+    profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test")
+    result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO])
+    SUMMARY.append(f"SLURM blended run, two chains ({FRAMES} frames): {result.seconds:.0f} s")
+    return project, profile, result
+
+
+def test_each_chain_of_a_blended_video_is_one_slurm_job(chains_on_slurm, slurm_env):
+    """A chain's flow, blend and dream jobs travel as one group; nothing of a chain goes out on
+    its own."""
+    project, _, result = chains_on_slurm
+    assert result.returncode == 0, result.output[-8000:]
+    assert (project / VIDEO).stat().st_size > 0
+    assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
+    jobs = slurm_jobs(result, slurm_env)
+    chains = chain_jobs(jobs)
+    assert set(chains) == CHAIN_GROUPS, jobs
+    assert {job["State"] for job in chains.values()} == {"COMPLETED"}, jobs
+    assert not frame_step_jobs(jobs), jobs
+    assert submissions(jobs) == 6, jobs  # probe, extract_frames, scenes, two chains, encode
+
+
+def test_the_chains_of_one_video_run_at_the_same_time(chains_on_slurm, slurm_env):
+    """sacct's start and end times: the two chains' jobs overlap. One node with several CPUs
+    stands in for several GPU nodes here: this shows that the chains are submitted and run
+    independently, not that each gets a GPU of its own (sbatch --gpus is not exercised) nor how
+    they spread over several nodes."""
+    _, _, result = chains_on_slurm
+    assert result.returncode == 0, result.output[-8000:]
+    first, second = chain_jobs(slurm_jobs(result, slurm_env)).values()
+    assert ran_at_once(first, second), (first, second)
+    assert first["AllocCPUS"] == second["AllocCPUS"] == "1"  # --cores 1: two fit on the node
+
+
+def test_each_chain_loads_the_model_once(chains_on_slurm):
+    """All the frames of a chain are dreamed by one model server: one torch import and model load
+    per chain."""
+    project, _, result = chains_on_slurm
+    assert result.returncode == 0, result.output[-8000:]
+    for frames in (range(1, CUT), range(CUT, FRAMES + 1)):
+        logs = [(project / f"work/demo/logs/dream/{n:06d}.png.log").read_text() for n in frames]
+        servers = {
+            match
+            for log in logs
+            for match in re.findall(r"dreamed by the model server: pid (\d+)", log)
+        }
+        assert len(servers) == 1, logs
+
+
+def test_a_resumed_run_submits_each_chain_once(chains_on_slurm, slurm_env):
+    """Every frame step made again after the checkpoints (extraction, scenes) have run: the case
+    in which Snakemake 9 submitted frames of split groups twice over (snakemake/snakemake#1628,
+    snakemake-executor-plugin-slurm#253)."""
+    project, profile, _ = chains_on_slurm
+    delete_frame_steps(project)
+    result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO])
+    assert result.returncode == 0, result.output[-8000:]
+    jobs = slurm_jobs(result, slurm_env)
+    chains = chain_jobs(jobs)
+    SUMMARY.append(
+        f"SLURM resumed blended run, a group per chain: {result.seconds:.0f} s,"
+        f" chains from first start to last end {span(chains.values()):.0f} s"
+    )
+    assert set(chains) == CHAIN_GROUPS and not frame_step_jobs(jobs), jobs
+    assert submissions(jobs) == 3, jobs  # the two chains and the encode
+    first, second = chains.values()
+    assert ran_at_once(first, second), (first, second)
+
+
+def test_one_group_for_the_whole_video_runs_its_chains_in_one_job(chains_on_slurm, slurm_env):
+    """The same resumed run with every frame step of the video in one group: one job dreams both
+    chains, one after the other. Its wall time goes to the summary beside the run with a group per
+    chain; timings are printed, not asserted."""
+    project, profile, _ = chains_on_slurm
+    delete_frame_steps(project)
+    result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO, *ONE_GROUP])
+    assert result.returncode == 0, result.output[-8000:]
+    jobs = slurm_jobs(result, slurm_env)
+    groups = [job for job in jobs if job["Comment"].startswith("rule_dream_")]
+    SUMMARY.append(
+        f"SLURM resumed blended run, one group: {result.seconds:.0f} s,"
+        f" the group from start to end {span(groups):.0f} s"
+    )
+    assert [job["State"] for job in groups] == ["COMPLETED"], jobs
+    assert not chain_jobs(jobs) and not frame_step_jobs(jobs), jobs
+    assert submissions(jobs) == 2, jobs  # the group and the encode
 
 
 def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):

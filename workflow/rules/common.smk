@@ -10,7 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
-from dreamflow.frames import count_frames
+from dreamflow.frames import count_frames, frame_name
 from dreamflow.models import (
     FLOW_WEIGHTS,
     TORCHVISION_WEIGHTS,
@@ -106,6 +106,58 @@ def node_chains(plan):
     return chains_of(plan.name) if plan.blends else None
 
 
+CHAIN_GROUPS = {}  # Chains -> (group of each chained node, group of each frame's flow)
+
+
+def chain_groups(plan):
+    """The groups of a blended input's frame steps: one per chain of two or more nodes (a scene,
+    or a segment of a long one), named by the input and the chain's first frame. A flow belongs
+    to a chain only when that chain alone reads it; an overlap frame's flow is read by both
+    segments, and in either one's group it would make the other wait for that whole group."""
+    chains = chains_of(plan.name)
+    if chains not in CHAIN_GROUPS:
+        nodes, first = {}, {}
+        for node in chains.nodes():  # in chain order: a node's predecessor comes before it
+            previous = chains.previous(*node)
+            first[node] = first[previous] if previous else node[0]
+            if previous:
+                nodes[node] = nodes[previous] = f"chain-{plan.name}-{frame_name(first[node])}"
+        flows = {}
+        for node, group in nodes.items():
+            if chains.previous(*node):  # a blended node, whose blend reads frame N's flow
+                flows.setdefault(node[0], set()).add(group)
+        CHAIN_GROUPS[chains] = nodes, {n: g.pop() for n, g in flows.items() if len(g) == 1}
+    return CHAIN_GROUPS[chains]
+
+
+def cluster_only(group):
+    """A rule's `group`: `group` when the run submits jobs to a cluster (--jobs, which the SLURM
+    profiles set; the submitted job's Snakemake on the node gets --jobs too) or is a dry run of one,
+    else None. Local runs build no groups, and a plain dry run would, at a cost that grows steeply
+    with a chain's length; None spares Snakemake a call per frame job as well."""
+    return group if workflow.resource_settings.nodes is not None else None
+
+
+@per_frame
+def chain_group(wildcards):
+    """The group of a dream or blend job: its chain, one submission of frames in order, side by
+    side with the input's other chains. None (a job of its own, or a task of a job array) for an
+    independent frame."""
+    plan = PLAN[wildcards.name]
+    if plan.zoom_frames:  # each zoom frame starts from the dream before it: one chain
+        return f"chain-{plan.name}-{frame_name(1)}"
+    if not plan.blends:
+        return None
+    return chain_groups(plan)[0].get(parse_node(wildcards.frame))
+
+
+@per_frame
+def flow_group(wildcards):
+    """The group of a flow job: the chain whose blend reads it, or None for an overlap frame,
+    whose flow both segments read (see chain_groups)."""
+    return chain_groups(PLAN[wildcards.name])[1].get(int(wildcards.frame))
+
+
 @per_frame
 def dream_frame_inputs(wildcards):
     """The start image (raw frame N, or in a blend chain the blend step's start image), the
@@ -164,9 +216,15 @@ def flow_inputs(wildcards):
 
 
 def crossfade_inputs(wildcards):
+    """The two dreams of an overlap frame, and the scenes file: the weight comes from the chains,
+    and a crossfade submitted on its own (to a cluster) finds them only through its input."""
     plan = PLAN[wildcards.name]
     number = int(wildcards.frame)
-    return {"old": plan.dreamed_frame(number), "new": plan.dreamed_frame(number, lead=True)}
+    return {
+        "old": plan.dreamed_frame(number),
+        "new": plan.dreamed_frame(number, lead=True),
+        "scenes": checkpoints.scenes.get(name=plan.name).output.scenes,
+    }
 
 
 def crossfade_weight(wildcards):

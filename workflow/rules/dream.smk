@@ -14,6 +14,8 @@ rule dream_frame:
         frame=LAYOUT.dreamed,
     log:
         LAYOUT.log("dream/{frame}.{ext}"),
+    group:
+        cluster_only(chain_group)
     conda:
         "../../envs/dreamflow.yaml"
     threads: PLAN.uniform_threads or dream_frame_threads
@@ -39,6 +41,8 @@ rule blend:
         start=LAYOUT.blended,
     log:
         LAYOUT.log("blend/{frame}.{ext}"),
+    group:
+        cluster_only(chain_group)
     conda:
         "../../envs/dreamflow.yaml"
     params:
@@ -60,6 +64,8 @@ rule flow:
         flow=LAYOUT.flow,
     log:
         LAYOUT.log("flow/{frame}"),
+    group:
+        cluster_only(flow_group)
     conda:
         "../../envs/dreamflow.yaml"
     params:
