@@ -11,8 +11,8 @@ per job and per chain's group, so that two of them fit side by side on the node'
 The demo runs twice over: with blending off its frames are independent and go out as one SLURM
 job array; blended, with a scene cut, each of its two chains is one group, one SLURM job, and the
 two run at the same time. The failing run and the chain runs after the first are resumed ones
-(the frames are extracted and the scenes known), the case in which Snakemake 9 used to submit
-split frame groups twice.
+(the frames are extracted and the scenes known), the case in which Snakemake 9 submits frames of
+groups split by group-components twice over (snakemake/snakemake#1628).
 """
 
 import os
