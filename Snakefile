@@ -5,6 +5,7 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,6 +15,14 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 # a chain makes each dreamed frame depend on the one before: Snakemake's DAG walk recurses once
 # per link, so long chains need a deeper stack than Python's default 1000
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 200_000))
+
+from dreamflow.config import check_config_file
+from dreamflow.errors import DreamflowError
+
+try:
+    check_config_file("config.yaml")
+except DreamflowError as error:
+    raise WorkflowError(f"dreamflow: invalid configuration:\n{error}") from None
 
 
 configfile: "config.yaml"

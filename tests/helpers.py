@@ -5,6 +5,7 @@ Test modules import it as `helpers` (pyproject.toml puts tests/ on pytest's pyth
 tests/conftest.py builds its fixtures from it, and skips the tests marked `cuda` without a GPU.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -85,6 +86,21 @@ def solid_image(path, color, size=(VIDEO_WIDTH, VIDEO_HEIGHT)):
     """Write a one-colour RGB image of `size` (width, height); the format follows the suffix."""
     Image.new("RGB", size, color).save(path)
     return str(path)
+
+
+def png_claiming_size(path, width, height):
+    """A PNG whose header claims width x height and that holds no pixels: what a decompression
+    bomb looks like to a reader."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
 
 
 def pattern_array(height=VIDEO_HEIGHT, width=VIDEO_WIDTH, seed=0):
@@ -225,3 +241,33 @@ def copy_workflow(source, destination):
     they would in place."""
     shutil.copytree(source, destination, symlinks=True)
     return Workflow(destination)
+
+
+# ---- a full disk ----
+
+
+@contextlib.contextmanager
+def small_disk(path, kilobytes):
+    """A tmpfs of `kilobytes` mounted at `path` for the block: a real filesystem that fills up.
+    Mounting needs root (CI runs as root); elsewhere the calling test is skipped, saying so."""
+    import pytest
+
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield Path(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder, leave_bytes=0):
+    """Fill the filesystem of `folder` up to `leave_bytes` free."""
+    usage = shutil.disk_usage(folder)
+    with open(os.path.join(folder, "filler"), "wb") as handle:
+        handle.write(b"\0" * max(0, usage.free - leave_bytes))

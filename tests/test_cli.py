@@ -471,3 +471,20 @@ def test_a_named_command_gets_its_own_parser_alone_and_commands_lists_every_comm
         ["dream-frame", "--number", "2", "--settings", "{}", "-o", "out.png"]
     )
     assert (frame.number, frame.output, frame.prepared) == (2, "out.png", False)
+
+
+def test_a_full_disk_and_an_unforeseen_os_error_are_one_line_each(tmp_path):
+    from helpers import fill, small_disk
+
+    write_rgb(pattern_array(seed=6), tmp_path / "dreamed.png")
+    with small_disk(tmp_path / "disk", 64) as disk:
+        fill(disk, leave_bytes=512)
+        line = assert_one_line_error(
+            dreamflow("publish", "-o", disk / "x.png", "--", tmp_path / "dreamed.png")
+        )
+        assert line == f"dreamflow: error: cannot write {disk / 'x.png'}: No space left on device"
+    (tmp_path / "probe.json").mkdir()
+    line = assert_one_line_error(
+        dreamflow("extract", "--probe", tmp_path / "probe.json", "--settings", "{}", "-o", "f")
+    )
+    assert line == f"dreamflow: error: {tmp_path / 'probe.json'}: Is a directory"

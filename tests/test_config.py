@@ -335,3 +335,56 @@ def test_scene_cuts_are_auto_none_or_frame_numbers():
     assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": "sometimes"}))
     assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": [0]}))
     assert "config key scenes.threshold" in error_of(minimal(scenes={"threshold": 0}))
+
+
+def _refusal(raw):
+    with pytest.raises(DreamflowError) as caught:
+        config.check_inputs(config.validate(raw))
+    return str(caught.value)
+
+
+def test_an_input_inside_the_results_or_work_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("results/x", "scratch/frames"):
+        os.makedirs(folder)
+    solid_image("results/x/x.png", "red")
+    solid_image("scratch/frames/000001.png", "red")
+    raw = {"inputs": {"x": {"path": "results/x/x.png"}}}
+    assert _refusal(raw) == (
+        "config key inputs.x.path: results/x/x.png is inside results_dir (results), where the "
+        "workflow writes: copy it elsewhere and name the copy"
+    )
+    raw = {"inputs": {"x": {"path": "scratch/frames"}}, "work_dir": "./scratch"}
+    assert "inside work_dir (./scratch)" in _refusal(raw)
+
+
+def test_a_link_into_the_results_folder_is_refused_and_names_its_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("results/x")
+    target = solid_image("results/x/x.png", "red")
+    os.makedirs("mine")
+    os.symlink(os.path.abspath(target), os.path.join("mine", "still.png"))
+    message = _refusal({"inputs": {"x": {"path": "mine/still.png"}}})
+    assert message.startswith("config key inputs.x.path: mine/still.png (a link to ")
+    assert "inside results_dir" in message
+
+
+def test_a_guide_image_inside_the_results_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solid_image("still.png", "blue")
+    os.makedirs("results/old")
+    solid_image("results/old/old.png", "red")
+    raw = {
+        "inputs": {"x": {"path": "still.png", "dream": {"guide": "results/old/old.png"}}},
+    }
+    assert _refusal(raw).startswith("config key inputs.x.dream.guide: results/old/old.png is")
+
+
+def test_a_path_with_a_line_break_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solid_image("two\nlines.png", "blue")
+    message = _refusal({"inputs": {"x": {"path": "two\nlines.png"}}})
+    assert message == (
+        "config key inputs.x.path: 'two\\nlines.png' contains a line break or another control "
+        "character: rename the file"
+    )

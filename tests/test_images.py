@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dreamflow.errors import DreamflowError
-from dreamflow.images import atomic_path, read_rgb, to_array, to_tensor, write_rgb
-from helpers import pattern_array
+from dreamflow.images import atomic_path, publish, read_rgb, to_array, to_tensor, write_rgb
+from helpers import fill, pattern_array, png_claiming_size, small_disk
 
 
 def test_png_round_trip_is_lossless(tmp_path):
@@ -111,3 +111,40 @@ def test_tensor_conversion_round_trips_exactly():
 def test_to_array_clamps_out_of_range_values():
     tensor = torch.tensor([-0.5, 0.5, 1.5]).reshape(1, 3, 1, 1)
     assert to_array(tensor).reshape(-1).tolist() == [0, 128, 255]
+
+
+def test_an_image_claiming_a_huge_size_is_refused_naming_the_file(tmp_path):
+    png_claiming_size(tmp_path / "bomb.png", 30000, 30000)
+    with pytest.raises(DreamflowError, match=r"^cannot read image .*bomb\.png: Image size"):
+        read_rgb(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_a_truncated_image_is_refused_naming_the_file(tmp_path, keep):
+    write_rgb(pattern_array(seed=3), tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(DreamflowError, match=r"^cannot read image .*cut\.png: "):
+        read_rgb(tmp_path / "cut.png")
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_no_partial_file(tmp_path):
+    with small_disk(tmp_path / "disk", 64) as disk:
+        fill(disk, leave_bytes=2048)
+        with pytest.raises(DreamflowError) as caught:
+            write_rgb(pattern_array(480, 640, seed=4), disk / "frame.png")
+        assert str(caught.value) == f"cannot write {disk / 'frame.png'}: No space left on device"
+        assert sorted(os.listdir(disk)) == ["filler"]
+
+
+def test_publish_copies_whole_files_only(tmp_path):
+    write_rgb(pattern_array(seed=5), tmp_path / "dreamed.png")
+    publish(tmp_path / "dreamed.png", tmp_path / "results" / "x.png")
+    assert (tmp_path / "results" / "x.png").read_bytes() == (tmp_path / "dreamed.png").read_bytes()
+    with small_disk(tmp_path / "disk", 64) as disk:
+        fill(disk, leave_bytes=1024)
+        with pytest.raises(DreamflowError, match=r"No space left on device$"):
+            publish(tmp_path / "dreamed.png", disk / "x.png")
+        assert sorted(os.listdir(disk)) == ["filler"]
+    with pytest.raises(DreamflowError, match=r"^cannot read .*missing\.png: No such file"):
+        publish(tmp_path / "missing.png", tmp_path / "y.png")

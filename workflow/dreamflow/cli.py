@@ -128,6 +128,12 @@ def cmd_crossfade(args):
     write_rgb(crossfade(old, new, args.weight), args.output, jpg_quality=args.jpg_quality)
 
 
+def cmd_publish(args):
+    from .images import publish
+
+    publish(args.input, args.output)
+
+
 def cmd_coherence(args):
     from . import coherence
     from .chains import parse_ranges
@@ -444,6 +450,7 @@ COMMANDS = (
     "coherence",
     "serve",
     "encode",
+    "publish",
     "dream",
     "sweep",
     "contact-sheet",
@@ -623,6 +630,14 @@ def build_parser(command=None):
         encode.add_argument("-o", "--output", required=True)
         encode.set_defaults(run=cmd_encode)
 
+    if wanted("publish"):
+        publish = commands.add_parser(
+            "publish", help="copy a finished file into place atomically (used by the workflow)"
+        )
+        publish.add_argument("input")
+        publish.add_argument("-o", "--output", required=True)
+        publish.set_defaults(run=cmd_publish)
+
     if wanted("dream"):
         single = commands.add_parser("dream", help="dream a single image (or noise)")
         single.add_argument(
@@ -724,6 +739,11 @@ def main(argv=None):
         # a message listing several problems has one per line; join them to keep one line
         message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         print(f"dreamflow: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        # what the package did not foresee still names the file: a full disk, a lost mount
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"dreamflow: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     return 0
 

@@ -113,6 +113,25 @@ def _expected(schema):
     return text
 
 
+def check_config_file(path):
+    """A YAML syntax error in the config file as one line with its line and column (Snakemake's
+    own message says only that the file is not valid YAML). A missing file is Snakemake's to
+    report."""
+    try:
+        with open(path) as handle:
+            yaml.safe_load(handle)
+    except FileNotFoundError:
+        return
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DreamflowError(
+            f"{path}{where}: not valid YAML: {error.problem or error.context}"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as error:
+        raise DreamflowError(f"{path}: not valid YAML: {error}") from None
+
+
 def validate(config, schema=None):
     """Fill defaults and validate; raise DreamflowError listing every problem, one per line."""
     schema = schema or load_schema()
@@ -310,10 +329,54 @@ def folder_images(folder):
     return [os.path.join(folder, name) for name in sorted(names, key=natural_key)]
 
 
+def _is_within(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_one_line(key, path):
+    """A path must be one line: a line break or other control character would split error
+    messages, logs and shell output."""
+    if any(ord(character) < 32 or ord(character) == 127 for character in path):
+        raise DreamflowError(
+            f"config key {key}: {path!r} contains a line break or another control character: "
+            "rename the file"
+        )
+
+
+def _check_not_an_output(key, path, config):
+    """Inputs are never outputs: a file inside work_dir or results_dir (symlinks followed) could be
+    written by a rule, or removed with the work folder."""
+    for folder_key in ("work_dir", "results_dir"):
+        if _is_within(path, config[folder_key]):
+            resolved = os.path.realpath(path)
+            link = f" (a link to {resolved})" if resolved != os.path.abspath(path) else ""
+            raise DreamflowError(
+                f"config key {key}: {path}{link} is inside {folder_key} ({config[folder_key]}), "
+                "where the workflow writes: copy it elsewhere and name the copy"
+            )
+
+
+def _files_read(config, name, entry):
+    """The config keys and paths of what an input's jobs read: the input, its guide image and
+    weights file."""
+    dream = settings_for(config, name)["dream"]
+    yield f"inputs.{name}.path", entry["path"]
+    for key in ("guide", "weights"):
+        if dream.get(key):
+            where = f"inputs.{name}.dream" if key in entry.get("dream", {}) else "dream"
+            yield f"{where}.{key}", dream[key]
+
+
 def check_inputs(config):
     """Check every input path before any job runs; returns {name: kind}."""
+    for folder_key in ("work_dir", "results_dir"):
+        _check_one_line(folder_key, config[folder_key])
     kinds = {}
     for name, entry in config["inputs"].items():
+        for key, path in _files_read(config, name, entry):
+            _check_one_line(key, path)
+            _check_not_an_output(key, path, config)
         try:
             kinds[name] = input_kind(entry["path"])
         except DreamflowError as error:

@@ -1,7 +1,9 @@
 """Image files: reading with clear errors, and atomic writes (no half-written file looks
 complete)."""
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,8 +20,13 @@ def read_rgb(path):
             return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy needs one
     except FileNotFoundError:
         raise DreamflowError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
+    except Image.DecompressionBombError as error:
+        # a header claiming a huge size would make decoding take all the memory there is
         raise DreamflowError(f"cannot read image {path}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        # Pillow reports damaged files as OSError, SyntaxError ("broken PNG file") or ValueError
+        reason = getattr(error, "strerror", None) or error
+        raise DreamflowError(f"cannot read image {path}: {reason}") from None
 
 
 def write_rgb(array, path, jpg_quality=95):
@@ -36,31 +43,43 @@ def write_rgb(array, path, jpg_quality=95):
         image.save(temporary, format=image_format, **options)
 
 
-class atomic_path:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+def publish(source, destination):
+    """Copy a finished file to where users look for it, atomically: an interrupted copy never
+    looks complete."""
+    try:
+        source_file = open(source, "rb")
+    except OSError as error:
+        raise DreamflowError(f"cannot read {source}: {error.strerror}") from None
+    with source_file, atomic_path(destination) as temporary, open(temporary, "wb") as copy:
+        shutil.copyfileobj(source_file, copy)
 
-    def __init__(self, path):
-        self.path = str(path)
 
-    def __enter__(self):
-        directory = os.path.dirname(self.path) or "."
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+    An OS error on the way (disk full, no permission, a read-only folder) is one line naming
+    `path`, and the temporary is removed."""
+    path = str(path)
+    temporary = None
+    try:
+        directory = os.path.dirname(path) or "."
         os.makedirs(directory, exist_ok=True)
-        handle, self.temporary = tempfile.mkstemp(
-            prefix=".partial-", suffix=Path(self.path).suffix, dir=directory
+        handle, temporary = tempfile.mkstemp(
+            prefix=".partial-", suffix=Path(path).suffix, dir=directory
         )
         os.close(handle)
         # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(self.temporary, 0o666 & ~umask)
-        return self.temporary
-
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
-            os.replace(self.temporary, self.path)
-        elif os.path.exists(self.temporary):
-            os.unlink(self.temporary)
-        return False
+        os.chmod(temporary, 0o666 & ~umask)
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        raise DreamflowError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
 
 
 def to_tensor(array):

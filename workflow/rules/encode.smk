@@ -35,7 +35,7 @@ rule publish_image:
     message:
         "Publishing {output.image}"
     shell:
-        "cp {input.frame:q} {output.image:q} 2> {log:q}"
+        "dreamflow publish -o {output.image:q} -- {input.frame:q} 2> {log:q}"
 
 
 # How coherent the dreamed video is: the warping error of the dreamed and the raw frames along

@@ -13,7 +13,7 @@ rule probe:
     message:
         "Probing input {wildcards.name}"
     shell:
-        "dreamflow probe {input:q} -o {output.probe:q} 2> {log:q}"
+        "dreamflow probe -o {output.probe:q} -- {input:q} 2> {log:q}"
 
 
 # A checkpoint: how many frames there are is known only after extraction.
