@@ -65,6 +65,16 @@ def make_video(
     return str(path)
 
 
+def truncated_video(folder, frames=30, keep=0.35):
+    """A `frames`-frame mp4 with its index at the front (+faststart), cut to `keep` of its size:
+    the header still says `frames` frames, fewer are there to decode."""
+    whole = make_video(folder / "whole.mp4", frames=frames, fps=10)
+    path = folder / "cut.mp4"
+    run_ffmpeg("-i", whole, "-c", "copy", "-movflags", "+faststart", path)
+    os.truncate(path, int(os.path.getsize(path) * keep))
+    return str(path)
+
+
 def make_audio(path, duration=1):
     run_ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}", "-c:a", "aac", path)
     return str(path)

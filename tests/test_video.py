@@ -2,6 +2,7 @@ import json
 import os
 import re
 import subprocess
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from helpers import (
     make_audio,
     make_video,
     solid_image,
+    truncated_video,
 )
 
 ENCODE = defaults("encode", preset="ultrafast")
@@ -272,3 +274,102 @@ def test_a_rotated_phone_video_is_probed_and_extracted_upright(clip, tmp_path):
     assert (probed["width"], probed["height"]) == (VIDEO_HEIGHT, VIDEO_WIDTH)
     video.extract(probed, defaults("frames"), str(tmp_path / "frames"))
     assert read_rgb(tmp_path / "frames" / "000001.png").shape[:2] == (VIDEO_WIDTH, VIDEO_HEIGHT)
+
+
+# ---- videos shorter than their header says ----
+
+
+def test_extract_of_a_truncated_video_warns_once_and_gives_the_frames_there_are(tmp_path, capsys):
+    path = truncated_video(tmp_path)
+    probed = video.probe(path)
+    assert probed["frame_count"] == 30
+    out = tmp_path / "frames"
+    got = video.extract(probed, defaults("frames"), str(out))
+    assert 0 < got < 30
+    assert sorted(os.listdir(out)) == [f"{n:06d}.png" for n in range(1, got + 1)]
+    assert capsys.readouterr().err == (
+        f"dreamflow: warning: {path} is shorter than its header says: 30 frames planned, "
+        f"{got} decoded (a truncated or damaged file?); dreaming the {got} frames\n"
+    )
+
+
+@pytest.mark.parametrize("fps", [None, 4, 5, 12, 2.5, 29.97])
+@pytest.mark.parametrize(
+    "frame_range", [{}, {"start": 2, "end": 4}, {"start_time": 0.2, "end_time": 0.5}, {"start": 3}]
+)
+def test_extract_of_a_whole_video_never_warns(clip_probe, tmp_path, capsys, fps, frame_range):
+    video.extract(clip_probe, defaults("frames", fps=fps, **frame_range), str(tmp_path / "f"))
+    assert capsys.readouterr().err == ""
+
+
+def test_planned_frames_are_the_range_at_the_output_fps(clip_probe):
+    def planned(**settings):
+        frames = defaults("frames", **settings)
+        return video.planned_frames(clip_probe, video.plan(clip_probe, frames))
+
+    assert planned() == VIDEO_FRAMES
+    assert planned(start=2, end=4) == 3
+    assert planned(start=3) == VIDEO_FRAMES - 2
+    assert planned(fps=VIDEO_FPS * 2) == VIDEO_FRAMES * 2
+    assert planned(start=2, end=4, fps=VIDEO_FPS * 5 / 6) == Fraction(5, 2)
+
+
+def test_short_video_warning_allows_for_estimates_unless_ffmpeg_reported_errors():
+    def warns(planned, got, errors=()):
+        return video.short_video_warning("in.mp4", planned, got, list(errors)) is not None
+
+    assert not warns(30, 30)
+    assert not warns(30, 31)
+    # a count from a duration or a resampled fps can be a frame or two off
+    assert not warns(30, 28)
+    assert warns(30, 27)
+    assert warns(30, 29, ["stream 0, offset 0x2a71: partial file"])
+    assert not warns(Fraction(5, 2), 2, ["a harmless decode error"])
+    assert warns(Fraction(5, 2), 1, ["a harmless decode error"])
+    assert video.short_video_warning("in.mp4", Fraction(59, 2), 9, ["partial file"]) == (
+        "dreamflow: warning: in.mp4 is shorter than its header says: 30 frames planned, 9 decoded "
+        "(a truncated or damaged file?); dreaming the 9 frames"
+    )
+
+
+def test_the_check_of_an_encode_finds_a_cut_file_and_a_wrong_count_or_length(tmp_path):
+    whole = make_video(tmp_path / "whole.mp4", frames=30, fps=10)
+    assert video._video_problem(whole, 30, Fraction(10)) is None
+    assert video._video_problem(whole, 31, Fraction(10)) == "it has 30 frames, not the 31 encoded"
+    assert video._video_problem(whole, 30, Fraction(5)) == "it lasts 3 s, not 6 s"
+    assert video._video_problem(truncated_video(tmp_path), 30, Fraction(10)).endswith(
+        "partial file"
+    )
+    assert video._video_problem(make_audio(tmp_path / "tone.m4a"), 30, Fraction(10)) == (
+        "it has no video stream"
+    )
+
+
+def test_encode_that_comes_out_short_fails_and_leaves_nothing(clip_probe, tmp_path):
+    """ffmpeg reads an image sequence up to its first gap and exits 0: the check finds the
+    frames that are not in the video."""
+    settings = defaults("frames")
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
+    os.unlink(paths[3])
+    output = tmp_path / "out.mp4"
+    with pytest.raises(DreamflowError) as caught:
+        video.encode(clip_probe, settings, ENCODE, paths, str(output))
+    assert str(caught.value).startswith(
+        f"encoding {output} failed: it has 3 frames, not the {VIDEO_FRAMES} encoded"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["frames"]
+
+
+def test_encode_of_a_damaged_frame_warns_with_what_ffmpeg_said(clip_probe, tmp_path, capsys):
+    settings = defaults("frames")
+    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+    paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
+    os.truncate(paths[3], 40)
+    output = tmp_path / "out.mp4"
+    video.encode(clip_probe, settings, ENCODE, paths, str(output))
+    assert int(stream(ffprobe_streams(output), "video")["nb_read_frames"]) == VIDEO_FRAMES
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"dreamflow: warning: {output}: ffmpeg reported errors in its inputs")
+    assert warning.endswith(f"; the video has all {VIDEO_FRAMES} frames\n")
+    assert warning.count("\n") == 1

@@ -300,6 +300,16 @@ def _check_terms(key, model, terms):
         raise DreamflowError(f"config key {key}: {error}") from None
 
 
+def unambiguous_path(path):
+    """`path`, read as a file name by every command it is passed to: a relative path starting with
+    '-' would be taken for an option, and one with a ':' before its first '/' for a protocol
+    (ffmpeg's 'name:...')."""
+    first = path.split("/", 1)[0]
+    if os.path.isabs(path) or not (path.startswith("-") or ":" in first):
+        return path
+    return os.path.join(".", path)
+
+
 def input_kind(path):
     """'folder', 'image' or 'video', checking that the path exists and is readable."""
     if not os.path.exists(path):

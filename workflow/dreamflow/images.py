@@ -62,24 +62,33 @@ def atomic_path(path):
     path = str(path)
     temporary = None
     try:
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            prefix=".partial-", suffix=Path(path).suffix, dir=directory
-        )
-        os.close(handle)
-        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as error:
-        raise DreamflowError(f"cannot write {path}: {error.strerror or error}") from None
+        with writing(path):
+            directory = os.path.dirname(path) or "."
+            os.makedirs(directory, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(
+                prefix=".partial-", suffix=Path(path).suffix, dir=directory
+            )
+            os.close(handle)
+            # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
+            yield temporary
+            os.replace(temporary, path)
     finally:
         if temporary is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def writing(path):
+    """An OSError in the block (a full disk, a read-only or forbidden folder) becomes one line
+    naming `path`, the file or folder the block makes."""
+    try:
+        yield
+    except OSError as error:
+        raise DreamflowError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def to_tensor(array):

@@ -4,22 +4,31 @@ Commands are built with ffmpeg-python as argument lists and run without a shell.
 """
 
 import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from fractions import Fraction
 
 import ffmpeg
 
-from .config import folder_images, input_kind
+from .config import folder_images, input_kind, unambiguous_path
 from .errors import DreamflowError
 from .frames import FRAME_DIGITS, frame_name, select_range
-from .images import atomic_path, read_rgb, write_rgb
+from .images import atomic_path, read_rgb, write_rgb, writing
 
 FOLDER_DEFAULT_FPS = Fraction(25)
 AUDIO_COPY_CODECS = ("aac", "mp3")
+# how ffmpeg words a failed write (it prints strerror): the disk, not the media, is at fault
+WRITE_ERRORS = tuple(
+    os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+)
+# a frame count from a duration, or resampled to another fps, can be this many frames off
+FRAME_COUNT_SLACK = 2
 
 
 def tool(name):
@@ -34,11 +43,36 @@ def tool(name):
     return found
 
 
-def run_ffmpeg(arguments, what):
-    result = subprocess.run(arguments, capture_output=True, text=True)
+def _run(arguments):
+    try:
+        return subprocess.run(arguments, capture_output=True, text=True)
+    except OSError as error:
+        raise DreamflowError(f"cannot run {arguments[0]}: {error.strerror}") from None
+
+
+def _joined(lines):
+    return " | ".join(line.strip() for line in lines[-3:])
+
+
+def run_ffmpeg(arguments, what, target, written=None):
+    """Run ffmpeg (at -loglevel error) writing `target` (through the path `written`, if it writes
+    a temporary, named `target` in messages), and return its error lines. A non-zero exit or a
+    failed write raises: ffmpeg exits 0 when only the last write (a trailer) fails."""
+    result = _run(arguments)
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.strip().startswith("Last message repeated")
+    ]
+    reason = next((reason for reason in WRITE_ERRORS if reason in result.stderr), None)
+    if reason:
+        raise DreamflowError(f"cannot write {target}: {reason}")
     if result.returncode != 0:
-        detail = " | ".join(result.stderr.strip().splitlines()[-3:])
+        detail = _joined(lines)
+        if written:
+            detail = detail.replace(written, target)
         raise DreamflowError(f"ffmpeg failed to {what}: {detail}")
+    return lines
 
 
 def _rate(text):
@@ -88,7 +122,7 @@ def probe(path):
             "audio": None,
         }
     try:
-        info = ffmpeg.probe(path, cmd=tool("ffprobe"))
+        info = ffmpeg.probe(unambiguous_path(path), cmd=tool("ffprobe"))
     except ffmpeg.Error as error:
         detail = error.stderr.decode(errors="replace").strip().splitlines()[-1:] or [
             "unknown format"
@@ -166,40 +200,75 @@ def _jpeg_qscale(quality):
 
 
 def extract(probed, frames_settings, out_dir, threads=1):
-    """Write frames 000001.<fmt>... into `out_dir`, all at once: a failed run leaves no folder."""
+    """Write frames 000001.<fmt>... into `out_dir`, all at once: a failed run leaves no folder.
+    A video that decodes to fewer frames than its header says gives the frames it has, and a
+    warning on stderr."""
     try:
         extraction = plan(probed, frames_settings)
     except ValueError as error:
         raise DreamflowError(f"{probed['path']}: {error}") from None
     suffix = "." + frames_settings["format"]
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
     staging = out_dir.rstrip("/") + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    try:
-        if probed["kind"] == "video":
-            _extract_video(probed, frames_settings, extraction, staging, suffix, threads)
-        else:
-            _extract_images(probed, frames_settings, extraction, staging, suffix)
-        count = len([n for n in os.listdir(staging) if n.endswith(suffix)])
-        if count == 0:
-            raise DreamflowError(
-                f"no frames extracted from {probed['path']} "
-                f"(frame range starts at frame {extraction['first']})"
-            )
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(staging, out_dir)
-    finally:
+    errors = []
+    with writing(out_dir):
+        os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        try:
+            if probed["kind"] == "video":
+                errors = _extract_video(
+                    probed, frames_settings, extraction, staging, out_dir, suffix, threads
+                )
+            else:
+                _extract_images(probed, frames_settings, extraction, staging, suffix)
+            count = len([n for n in os.listdir(staging) if n.endswith(suffix)])
+            if count == 0:
+                raise DreamflowError(
+                    f"no frames extracted from {probed['path']} "
+                    f"(frame range starts at frame {extraction['first']})"
+                )
+            shutil.rmtree(out_dir, ignore_errors=True)
+            os.replace(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if probed["kind"] == "video":
+        warning = short_video_warning(
+            probed["path"], planned_frames(probed, extraction), count, errors
+        )
+        if warning:
+            print(warning, file=sys.stderr)
     return count
 
 
-def _extract_video(probed, frames_settings, extraction, staging, suffix, threads):
+def planned_frames(probed, extraction):
+    """How many frames extracting `extraction` (from `plan`) should give by the video's header:
+    its frame range, resampled to the output fps; a Fraction, as resampling rounds either way."""
+    last = extraction["last"] or probed["frame_count"]
+    frames = last - extraction["first"] + 1
+    return frames * Fraction(extraction["fps"]) / Fraction(probed["fps"])
+
+
+def short_video_warning(path, planned, got, ffmpeg_errors):
+    """The warning line when the video `path` gave `got` frames, fewer than `planned`, else None.
+
+    Resampling rounds a count either way, and a count estimated from a duration can be a frame
+    or two off: without errors from ffmpeg, only a shortfall past that slack counts; with them
+    (a partial file, undecodable frames) any shortfall does. Either way the frames that decoded
+    are dreamed: a damaged file is worth a warning, not a lost run."""
+    slack = 0 if ffmpeg_errors else FRAME_COUNT_SLACK
+    if got >= math.floor(planned) - slack:
+        return None
+    return (
+        f"dreamflow: warning: {path} is shorter than its header says: {round(planned)} frames "
+        f"planned, {got} decoded (a truncated or damaged file?); dreaming the {got} frames"
+    )
+
+
+def _extract_video(probed, frames_settings, extraction, staging, out_dir, suffix, threads):
     input_options = {"ss": extraction["start_seconds"]} if extraction["start_seconds"] else {}
     if extraction["end_seconds"] is not None:
         input_options["t"] = extraction["end_seconds"] - extraction["start_seconds"]
-    stream = ffmpeg.input(probed["path"], **input_options).video.filter(
+    stream = ffmpeg.input(unambiguous_path(probed["path"]), **input_options).video.filter(
         "fps", fps=extraction["fps"]
     )
     width, height = target_size(probed["width"], probed["height"], frames_settings["width"])
@@ -216,7 +285,7 @@ def _extract_video(probed, frames_settings, extraction, staging, suffix, threads
         .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
         .compile(cmd=tool("ffmpeg"), overwrite_output=True)
     )
-    run_ffmpeg(arguments, f"extract frames from {probed['path']}")
+    return run_ffmpeg(arguments, f"extract frames from {probed['path']}", out_dir, staging)
 
 
 def _extract_images(probed, frames_settings, extraction, staging, suffix):
@@ -241,7 +310,10 @@ def encode(probed, frames_settings, encode_settings, frame_paths, output, thread
     extraction = plan(probed, frames_settings)
     if not frame_paths:
         raise DreamflowError(f"no dreamed frames to encode for {output}")
-    with _numbered_sequence(frame_paths, os.path.dirname(output) or ".") as pattern:
+    with (
+        writing(output),
+        _numbered_sequence(frame_paths, os.path.dirname(output) or ".") as pattern,
+    ):
         _encode_sequence(
             probed, extraction, encode_settings, pattern, len(frame_paths), output, threads
         )
@@ -285,9 +357,11 @@ def _encode_sequence(probed, extraction, encode_settings, pattern, count, output
     audio = probed.get("audio")
     if audio and encode_settings["audio"]:
         streams.append(
-            ffmpeg.input(probed["path"], ss=extraction["start_seconds"], t=float(count / fps))[
-                "a:0"
-            ]
+            ffmpeg.input(
+                unambiguous_path(probed["path"]),
+                ss=extraction["start_seconds"],
+                t=float(count / fps),
+            )["a:0"]
         )
         options["acodec"] = "copy" if audio["codec"] in AUDIO_COPY_CODECS else "aac"
     with atomic_path(output) as temporary:
@@ -296,9 +370,55 @@ def _encode_sequence(probed, extraction, encode_settings, pattern, count, output
             .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
             .compile(cmd=tool("ffmpeg"), overwrite_output=True)
         )
-        run_ffmpeg(arguments, f"encode {output}")
+        errors = run_ffmpeg(arguments, f"encode {output}", output, temporary)
+        # ffmpeg can exit 0 over a file it failed to finish: check it before it is put in place
+        problem = _video_problem(temporary, count, fps)
+        if problem or any(temporary in line for line in errors):
+            detail = "; ".join(filter(None, [problem, errors and "ffmpeg: " + _joined(errors)]))
+            raise DreamflowError(f"encoding {output} failed: {detail.replace(temporary, output)}")
+        if errors:
+            # damaged inputs, not a damaged output: a cut source's audio ends early, an unreadable
+            # frame is shown as the one before it; worth saying, not worth losing the run over
+            print(
+                f"dreamflow: warning: {output}: ffmpeg reported errors in its inputs: "
+                f"{_joined(errors)}; the video has all {count} frames",
+                file=sys.stderr,
+            )
+
+
+def _video_problem(path, count, fps):
+    """What is wrong with the encoded video `path` if it is not `count` frames at `fps`, else
+    None. Packets are counted, not decoded: one a frame, read without the cost of decoding."""
+    result = _run(
+        [
+            tool("ffprobe"),
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_packets,duration",
+            "-of",
+            "json",
+            path,
+        ]
+    )
+    if result.returncode != 0 or result.stderr.strip():
+        return "ffprobe: " + _joined(result.stderr.strip().splitlines())
+    streams = json.loads(result.stdout).get("streams", [])
+    if not streams:
+        return "it has no video stream"
+    frames = int(streams[0].get("nb_read_packets", 0))
+    if frames != count:
+        return f"it has {frames} frames, not the {count} encoded"
+    duration, expected = float(streams[0].get("duration", "nan")), count / fps
+    if not abs(duration - expected) <= 1 / fps:
+        return f"it lasts {duration:g} s, not {float(expected):g} s"
+    return None
 
 
 def write_probe(path, output):
+    probed = probe(path)
     with atomic_path(output) as temporary, open(temporary, "w") as handle:
-        json.dump(probe(path), handle, indent=1)
+        json.dump(probed, handle, indent=1)
