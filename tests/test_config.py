@@ -388,3 +388,18 @@ def test_a_path_with_a_line_break_is_refused_in_one_line(tmp_path, monkeypatch):
         "config key inputs.x.path: 'two\\nlines.png' contains a line break or another control "
         "character: rename the file"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("clip.mp4", "clip.mp4"),
+        ("-clip.mp4", "./-clip.mp4"),
+        ("in:put/clip.mp4", "./in:put/clip.mp4"),
+        ("media/a:b.mp4", "media/a:b.mp4"),  # a ':' after the first '/' names no protocol
+        ("/abs/-clip.mp4", "/abs/-clip.mp4"),
+        ("./-clip.mp4", "./-clip.mp4"),
+    ],
+)
+def test_paths_that_commands_would_misread_get_a_leading_dot_slash(path, expected):
+    assert config.unambiguous_path(path) == expected

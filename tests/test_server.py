@@ -1,15 +1,21 @@
-"""The model server of the dream step: real processes, real sockets, real torch, tiny frames.
+"""The model server of the dream step: real processes, real sockets, real torch, tiny frames;
+and who and what it serves: only its own user, through a directory only that user can reach, and
+only files of the workflow it serves. Real users (as root) and a real full file system too.
 
 Each test gets its own server directory (DREAMFLOW_SERVER_DIR) and kills the servers left in it.
 """
 
+import errno
+import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,6 +23,7 @@ import pytest
 from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
 from dreamflow.job import settings_text
+from dreamflow.plan import job_shell_prefix
 from dreamflow.serving import paths, protocol
 from helpers import defaults, pattern_array
 
@@ -121,11 +128,12 @@ def server_dir(tmp_path):
 
 
 @pytest.fixture
-def env(server_dir):
+def env(server_dir, frames):
     values = {
         **os.environ,
         "DREAMFLOW_SERVER_DIR": str(server_dir),
         "DREAMFLOW_SERVER_IDLE": str(IDLE),
+        "DREAMFLOW_SERVER_ROOTS": str(frames),  # the test's working directory is another
     }
     values.pop("DREAMFLOW_SERVER", None)
     return values
@@ -647,3 +655,476 @@ def test_the_device_slots_come_from_the_environment_and_a_bad_value_is_one_line(
         "dreamflow: error: environment variable DREAMFLOW_SERVER_DEVICE_SLOTS: 'two' is not a "
         "whole number of at least 1\n"
     )
+
+
+# ---- who and what the server serves, and what it leaves behind ----
+
+NOBODY = 65534
+SERVE = [sys.executable, "-m", "dreamflow", "serve"]
+root_only = pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+
+
+def start_server(cwd, env, log):
+    """A server started by hand in `cwd` (so without a lock of a client's), its output in `log`;
+    a long idle time: the test stops it."""
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            [*SERVE, "--idle", "600"], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    wait_until(lambda: status(cwd, env), 60, "the server to answer")
+    return process
+
+
+def stop_server(process):
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def serve_error(cwd, env):
+    """The one line `dreamflow serve` (which checks the server directory first) ends with."""
+    result = subprocess.run(SERVE, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+# ---- the server directory ----
+
+
+@pytest.mark.parametrize("mode", [0o750, 0o701, 0o705, 0o770])
+def test_a_server_directory_others_can_enter_is_refused_with_the_chmod_to_run(
+    tmp_path, env, server_dir, mode
+):
+    server_dir.mkdir(mode=0o700)
+    server_dir.chmod(mode)
+    line = serve_error(tmp_path, env)
+    assert line == (
+        f"dreamflow: error: server directory {server_dir} has mode {mode:04o}, not 0700: "
+        f"chmod 700 {server_dir}"
+    )
+    assert os.listdir(server_dir) == []
+
+
+def test_a_frame_job_with_a_refused_server_directory_says_why_and_dreams_in_process(
+    tmp_path, env, server_dir, frames, in_process
+):
+    server_dir.mkdir(mode=0o700)
+    server_dir.chmod(0o750)
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png")
+    assert result.returncode == 0, result.stderr
+    note, dreamed = result.stderr.splitlines()
+    assert note == (
+        f"dreamflow: note: no model server (server directory {server_dir} has mode 0750, not "
+        f"0700: chmod 700 {server_dir}); running in-process"
+    )
+    assert dreamed.startswith("dreamflow: dreamed in-process: ")
+    assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_a_symlinked_server_directory_is_refused_not_followed(tmp_path, env, server_dir):
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    target.chmod(0o700)  # a good directory: only the link is wrong
+    server_dir.symlink_to(target)
+    line = serve_error(tmp_path, env)
+    assert line == f"dreamflow: error: server directory {server_dir} is a symbolic link: remove it"
+    assert os.listdir(target) == []
+
+
+def test_a_file_in_the_server_directory_s_place_is_refused(tmp_path, env, server_dir):
+    server_dir.write_text("")
+    line = serve_error(tmp_path, env)
+    assert line == f"dreamflow: error: server directory {server_dir} is not a directory: remove it"
+
+
+@root_only
+def test_a_server_directory_of_another_user_is_refused(tmp_path, env, server_dir):
+    server_dir.mkdir(mode=0o700)
+    server_dir.chmod(0o700)
+    os.chown(server_dir, NOBODY, NOBODY)
+    line = serve_error(tmp_path, env)
+    assert line == (
+        f"dreamflow: error: server directory {server_dir} belongs to uid {NOBODY}, not to this "
+        f"user (uid 0): remove it or set DREAMFLOW_SERVER_DIR to a directory of your own"
+    )
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_the_server_directory_is_made_0700_whatever_the_umask(tmp_path, umask):
+    directory = tmp_path / "deep" / "servers"
+    server = paths.ServerPaths(str(directory), "0123456789abcdef")
+    old = os.umask(umask)
+    try:
+        paths.prepare_dir(server)
+    finally:
+        os.umask(old)
+    assert directory.stat().st_mode & 0o7777 == 0o700
+    paths.prepare_dir(server)  # and it is accepted as it is
+
+
+# ---- the peer's user ----
+
+
+def connect_as(uid, socket_path):
+    """What a process of `uid` gets for a status request on `socket_path`: b"reply:" and the
+    reply's bytes, b"closed" when the server closed the connection unanswered (a close with the
+    request unread resets the connection), or b"error:" and the connection's error."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to `uid`, ask, report through the pipe, leave at once
+        code = 0
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(30)
+                connection.connect(socket_path)
+                try:
+                    connection.sendall(protocol.encode({"op": protocol.STATUS}))
+                    data = b""
+                    while chunk := connection.recv(65536):
+                        data += chunk
+                except (ConnectionResetError, BrokenPipeError):
+                    data = b""
+            os.write(write, b"reply:" + data if data else b"closed")
+        except BaseException as error:
+            os.write(write, f"error:{error}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+@root_only
+def test_a_process_of_another_user_gets_no_answer_and_the_server_serves_on(tmp_path):
+    # outside pytest's own temporary directory, which others cannot enter
+    base = tempfile.mkdtemp(prefix="dreamflow-peer-")
+    env = {**os.environ, "DREAMFLOW_SERVER_DIR": os.path.join(base, "servers")}
+    env.pop("DREAMFLOW_SERVER", None)
+    log = tmp_path / "server.log"
+    server = None
+    try:
+        server = start_server(tmp_path, env, log)
+        socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
+        # the mistake defended against: the directory and socket opened to everyone
+        os.chmod(base, 0o711)
+        os.chmod(env["DREAMFLOW_SERVER_DIR"], 0o711)
+        os.chmod(socket_path, 0o777)
+        assert connect_as(NOBODY, socket_path) == b"closed"
+        assert status(tmp_path, env)["pid"] == server.pid  # its own user is served
+        assert connect_as(0, socket_path).startswith(b'reply:{"status": "ok"')
+        text = log.read_text()
+        assert text.count(f"refused a connection from uid {NOBODY}: this server answers uid 0") == 1
+        assert str(tmp_path) not in text.split("refused a connection")[1]
+    finally:
+        if server:
+            stop_server(server)
+        shutil.rmtree(base)
+
+
+# ---- the files a job may use ----
+
+
+@pytest.fixture
+def workflow(tmp_path, env, frames):
+    """A workflow directory `work` with a frame; beside it, outside, `other` with one too; a server
+    started in `work` by hand, with no extra roots."""
+    work, other = tmp_path / "work", tmp_path / "other"
+    for directory in (work, other):
+        directory.mkdir()
+        shutil.copy(frames / "1.png", directory / "1.png")
+    (work / "linked.png").symlink_to(other / "1.png")
+    (work / "linked-dir").symlink_to(other)
+    env = {key: value for key, value in env.items() if key != "DREAMFLOW_SERVER_ROOTS"}
+    server = start_server(work, env, tmp_path / "server.log")
+    yield work, other, env, server.pid
+    stop_server(server)
+
+
+@pytest.mark.parametrize(
+    "frame, output, field",
+    [
+        ("../other/1.png", "a.png", "frame"),
+        ("linked.png", "a.png", "frame"),
+        ("1.png", "../other/a.png", "output"),
+        ("1.png", "linked-dir/a.png", "output"),
+        ("OTHER/1.png", "a.png", "frame"),
+        ("1.png", "OTHER/a.png", "output"),
+    ],
+)
+def test_a_job_naming_a_file_outside_the_workflow_is_refused_in_one_line(
+    workflow, frame, output, field
+):
+    work, other, env, pid = workflow
+    frame, output = (name.replace("OTHER", str(other)) for name in (frame, output))
+    result = dream_frame(work, env, frame, output)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # no note: nothing fell back to in-process
+    named = frame if field == "frame" else output
+    assert line == (
+        f"dreamflow: error: frame job: '{field}' {named} lies outside the directories the model "
+        f"server may use ({os.path.realpath(work)}): add its directory to "
+        "DREAMFLOW_SERVER_ROOTS, or set DREAMFLOW_SERVER=off"
+    )
+    assert sorted(os.listdir(other)) == ["1.png"] and not (work / "a.png").exists()
+    assert status(work, env)["pid"] == pid
+
+
+def test_blend_and_flow_jobs_naming_files_outside_are_refused(workflow):
+    from dreamflow.job import BlendJob, BlendSettings, FlowJob
+
+    work, other, env, pid = workflow
+    socket_path = paths.server_paths(cwd=str(work), env=env).socket
+    blend = BlendSettings(defaults("blend", mode="constant", flow="dis"))
+    jobs = [
+        (
+            "blend",
+            BlendJob(2, "b.png", blend, "1.png", "../other/1.png", "1.png", "f"),
+            "'previous'",
+        ),
+        ("blend", BlendJob(2, "b.png", blend, "1.png", "1.png", "1.png", "/"), "'flow'"),
+        ("flow", FlowJob("../other/f.npz", "1.png", "1.png", "dis"), "'output'"),
+        ("flow", FlowJob("f.npz", "1.png", str(other / "1.png"), "dis"), "'previous_frame'"),
+    ]
+    for op, job, field in jobs:
+        reply = protocol.exchange(socket_path, protocol.job_request(op, str(work), job), 120)
+        assert reply["status"] == "error", reply
+        assert f"{field} " in reply["message"] and "lies outside" in reply["message"], reply
+    assert sorted(os.listdir(other)) == ["1.png"]
+    assert sorted(os.listdir(work)) == ["1.png", "linked-dir", "linked.png"]
+    assert status(work, env)["pid"] == pid
+
+
+def test_files_inside_the_workflow_and_in_the_extra_roots_are_served(workflow, frames, in_process):
+    work, other, env, pid = workflow
+    expected = in_process("plain", "1.png")
+    result = dream_frame(work, env, "1.png", "out/a.png")
+    assert result.returncode == 0, result.stderr
+    assert dreamed_by_server(result) == pid
+    assert (work / "out" / "a.png").read_bytes() == expected
+
+    # another server: the extra roots are part of a server's identity
+    roots = {**env, "DREAMFLOW_SERVER_ROOTS": os.pathsep.join([str(other), "/nonexistent"])}
+    result = dream_frame(work, roots, "linked.png", "linked-dir/a.png")
+    assert result.returncode == 0, result.stderr
+    assert dreamed_by_server(result) == status(work, roots)["pid"] != pid
+    assert (other / "a.png").read_bytes() == expected
+
+    relative = dream_frame(work, {**env, "DREAMFLOW_SERVER_ROOTS": "other"}, "1.png", "b.png")
+    assert relative.returncode == 1
+    assert relative.stderr == (
+        "dreamflow: error: environment variable DREAMFLOW_SERVER_ROOTS: 'other' is not an "
+        "absolute path\n"
+    )
+
+
+def test_the_job_shell_prefix_names_work_and_results_directories_outside_the_workflow(
+    tmp_path, monkeypatch
+):
+    here, elsewhere = tmp_path / "here", tmp_path / "else {where}"
+    here.mkdir()
+    elsewhere.mkdir()
+    (here / "results").symlink_to(elsewhere)
+    monkeypatch.chdir(here)
+    python = "/nonexistent/bin/python"
+    assert job_shell_prefix(python, False, ("work", str(here / "x"))) == "set -euo pipefail; "
+    prefix = job_shell_prefix(python, False, ("work", "results", str(elsewhere)))
+
+    def roots(**env):
+        # as Snakemake runs it: the prefix formatted like the command it precedes, then bash
+        script = prefix.format() + 'printf %s "$DREAMFLOW_SERVER_ROOTS"'
+        environment = {"PATH": os.environ["PATH"], **env}
+        return subprocess.run(
+            ["bash", "-c", script], env=environment, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert roots() == str(elsewhere)
+    assert roots(DREAMFLOW_SERVER_ROOTS="/mine") == f"{elsewhere}{os.pathsep}/mine"
+
+
+# ---- tidying the server directory ----
+
+
+def dead_socket(path):
+    """A socket file nothing listens on, as a killed server leaves it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+
+
+def test_a_starting_server_removes_the_files_of_servers_gone_and_keeps_the_others(
+    tmp_path, env, server_dir, frames
+):
+    from dreamflow.serving.client import stop
+
+    live_dir = tmp_path / "live"
+    live_dir.mkdir()
+    live = start_server(live_dir, env, tmp_path / "live.log")
+    try:
+        live_key = paths.server_paths(cwd=str(live_dir), env=env).key
+        week = time.time() - 8 * 86400
+        dead, fresh, held = "0" * 16, "1" * 16, "2" * 16
+        dead_socket(server_dir / f"{dead}.sock")
+        for name in (f"{dead}.pid", f"{dead}.lock", f"{dead}.log", f"{dead}.log.old"):
+            (server_dir / name).write_text("99999999\n")
+        os.utime(server_dir / f"{dead}.log", (week, week))
+        os.utime(server_dir / f"{dead}.log.old", (week, week))
+        (server_dir / f"{fresh}.log").write_text("a failed start, read by its user\n")
+        (server_dir / f"{fresh}.pid").write_text("99999999\n")
+        dead_socket(server_dir / f"{held}.sock")
+        (server_dir / "notes.txt").write_text("not a server's\n")
+        os.utime(server_dir / "notes.txt", (week, week))
+        # a client starting the server of `held` holds its lock
+        handle = os.open(server_dir / f"{held}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            # a long idle time: the test tells it when to leave
+            result = dream_frame(
+                tmp_path, {**env, "DREAMFLOW_SERVER_IDLE": "600"}, frames / "1.png", "a.png"
+            )
+            assert result.returncode == 0, result.stderr
+            own = paths.server_paths(cwd=str(tmp_path), env=env)
+            wait_until(
+                lambda: not (server_dir / f"{dead}.sock").exists(), 30, "the server to tidy up"
+            )
+            time.sleep(0.5)
+            assert set(os.listdir(server_dir)) == {
+                *(f"{live_key}{end}" for end in (".sock", ".pid")),
+                *(f"{own.key}{end}" for end in (".sock", ".pid", ".lock", ".log")),
+                f"{fresh}.log",
+                f"{held}.sock",
+                f"{held}.lock",
+                "notes.txt",
+            }
+        finally:
+            os.close(handle)
+
+        # leaving, it removes its own files but its log, and those of `held`, now unlocked
+        pid = dreamed_by_server(result)
+        assert stop(own.socket)
+        wait_until(lambda: not is_dreamflow_server(pid), 60, "the server to leave")
+        assert set(os.listdir(server_dir)) == {
+            f"{live_key}.sock",
+            f"{live_key}.pid",
+            f"{own.key}.log",
+            f"{fresh}.log",
+            "notes.txt",
+        }
+        assert status(live_dir, env)["pid"] == live.pid
+    finally:
+        stop_server(live)
+
+
+def open_file_of(pid, path):
+    """The inode of `path` as process `pid` has it open, or None."""
+    directory = f"/proc/{pid}/fd"
+    for fd in os.listdir(directory):
+        try:
+            if os.readlink(f"{directory}/{fd}").removesuffix(" (deleted)") == str(path):
+                return os.stat(f"{directory}/{fd}").st_ino
+        except OSError:
+            continue
+    return None
+
+
+def test_a_removed_lock_file_never_lets_two_clients_start_two_servers(
+    tmp_path, env, server_dir, frames, in_process
+):
+    server = paths.server_paths(cwd=str(tmp_path), env=env)
+    paths.prepare_dir(server)
+    # the tidying of another server: it holds the lock file, removes it, then lets go
+    handle = os.open(server.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    old = os.fstat(handle).st_ino
+    try:
+        first = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png", wait=False)
+        wait_until(lambda: open_file_of(first.pid, server.lock), 60, "a client on the lock")
+        os.unlink(server.lock)
+        # a client arriving now makes a new lock file, takes it and starts a server
+        second = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "b.png", wait=False)
+        wait_until(
+            lambda: open_file_of(second.pid, server.lock) not in (None, old),
+            60,
+            "the second client on a new lock file",
+        )
+    finally:
+        os.close(handle)  # the first client now holds the old file's lock
+    for process, name in ((first, "a.png"), (second, "b.png")):
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert dreamed_by_server(subprocess.CompletedProcess([], 0, stdout, stderr))
+        assert (tmp_path / name).read_bytes() == in_process("plain", "1.png")
+    starts = [
+        line
+        for line in open(server.log).read().splitlines()
+        if "] serving " in line or "another server already answers" in line
+    ]
+    assert len(starts) == 1, starts
+
+
+# ---- a full disk ----
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs inside the test's directory, filled to the last byte."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {result.stderr.strip()}")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            with pytest.raises(OSError) as full:
+                while True:
+                    filler.write(b"\0" * 4096)
+            assert full.value.errno == errno.ENOSPC
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_error_line_from_the_server_which_serves_the_next_job(
+    tmp_path, env, frames, in_process, full_disk
+):
+    assert dream_frame(tmp_path, env, frames / "1.png", tmp_path / "a.png").returncode == 0
+    pid = status(tmp_path, env)["pid"]
+    result = dream_frame(tmp_path, env, frames / "1.png", "full/b.png")
+    assert result.returncode == 1
+    assert result.stderr == "dreamflow: error: cannot write full/b.png: No space left on device\n"
+    assert os.listdir(full_disk) == ["filler"]
+
+    result = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "c.png")
+    assert result.returncode == 0, result.stderr
+    assert dreamed_by_server(result) == pid
+    assert (tmp_path / "c.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_an_os_error_that_reaches_the_server_names_the_file_it_is_about(
+    tmp_path, full_disk, monkeypatch
+):
+    from dreamflow.job import BlendJob, BlendSettings
+    from dreamflow.serving.server import LASTING_ERRORS, _os_error_message
+
+    settings = BlendSettings(defaults("blend", flow="none"))
+    job = BlendJob(2, "full/b.png", settings, "in/1.png", "in/../0.png")
+    with pytest.raises(OSError) as full:  # a write cut short: the error names no file
+        with open(full_disk / "more", "wb", buffering=0) as handle:
+            handle.write(b"\0" * 4096)
+    assert full.value.errno in LASTING_ERRORS and full.value.filename is None
+    assert _os_error_message(job, full.value) == (
+        "cannot write full/b.png: No space left on device"
+    )
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "0.png"))
+    monkeypatch.chdir(tmp_path)
+    assert _os_error_message(job, denied) == "cannot read in/../0.png: Permission denied"

@@ -83,7 +83,10 @@ class Layout:
 
     def log(self, step):
         """The log of a step of one input, e.g. log("dream/{frame}.{ext}")."""
-        return f"{self.work}/{{name}}/logs/{step}.log"
+        return f"{self.logs_folder('{name}')}/{step}.log"
+
+    def logs_folder(self, name):
+        return f"{self.work}/{name}/logs"
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,10 @@ class Plan:
     def __init__(self, config, cores):
         self.config = configuration.validate(config)
         kinds = configuration.check_inputs(self.config)
-        self.layout = Layout(self.config["work_dir"], self.config["results_dir"])
+        self.layout = Layout(
+            configuration.unambiguous_path(self.config["work_dir"]),
+            configuration.unambiguous_path(self.config["results_dir"]),
+        )
         self.inputs = {
             name: self._input_plan(name, entry["path"], kinds[name], cores)
             for name, entry in self.config["inputs"].items()
@@ -338,7 +344,7 @@ class Plan:
         flow = settings["blend"]["flow"]
         return InputPlan(
             name=name,
-            path=path,
+            path=configuration.unambiguous_path(path),
             kind=kind,
             settings=settings,
             layout=self.layout,
@@ -391,15 +397,26 @@ class Plan:
         return self.config["container"]
 
 
-def job_shell_prefix(python_executable, in_container):
-    """The prefix of every job's shell command (Snakemake's shell.prefix): bash's strict mode, and
-    on the host the folder of the Python running Snakemake first on PATH, so that jobs find its
+def job_shell_prefix(python_executable, in_container, data_dirs=()):
+    """The prefix of every job's shell command (Snakemake's shell.prefix): bash's strict mode; on
+    the host the folder of the Python running Snakemake first on PATH, so that jobs find its
     `dreamflow` command when the virtual environment is not activated (as in the README's
-    commands). In a container, the image's own `dreamflow` runs."""
+    commands; in a container, the image's own `dreamflow` runs); and those of `data_dirs` (the
+    work and results directories) that lie outside the workflow directory in
+    DREAMFLOW_SERVER_ROOTS, the directories besides its own whose files the model server may
+    use."""
     prefix = "set -euo pipefail; "
+    here = os.path.realpath(os.getcwd())  # Snakemake's working directory, the jobs' too
+    outside = []
+    for directory in map(os.path.realpath, data_dirs):
+        if os.path.commonpath([directory, here]) != here and directory not in outside:
+            outside.append(directory)
+    if outside:
+        roots = shlex.quote(os.pathsep.join(outside))  # and those the user gave, if any
+        kept = '"${DREAMFLOW_SERVER_ROOTS:+:$DREAMFLOW_SERVER_ROOTS}"'
+        prefix += f"export DREAMFLOW_SERVER_ROOTS={roots}{kept}; "
     folder = os.path.dirname(python_executable)
-    if in_container or not os.path.exists(os.path.join(folder, "dreamflow")):
-        return prefix
-    # Snakemake formats the prefix like a shell command: braces in the path must be doubled
-    quoted = shlex.quote(folder).replace("{", "{{").replace("}", "}}")
-    return f'{prefix}PATH={quoted}:"$PATH"; '
+    if not in_container and os.path.exists(os.path.join(folder, "dreamflow")):
+        prefix += f'PATH={shlex.quote(folder)}:"$PATH"; '
+    # Snakemake formats the prefix like a shell command: braces in the paths must be doubled
+    return prefix.replace("{", "{{").replace("}", "}}")

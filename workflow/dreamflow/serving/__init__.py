@@ -13,9 +13,14 @@ Environment variables:
   DREAMFLOW_SERVER_DIR   directory of the sockets, lock files, pid files and server logs; default
                          $XDG_RUNTIME_DIR/dreamflow when XDG_RUNTIME_DIR is set, else
                          /tmp/dreamflow-<uid>. It must be node-local (a Unix socket on a shared file
-                         system does not reach other nodes) and is created with mode 0700; a
-                         directory owned by another user, or writable by everyone, is refused.
-                         Containers bind-mount it.
+                         system does not reach other nodes) and is created with mode 0700. It
+                         must be a real directory (not a symbolic link) of this user with mode
+                         0700, else it is refused with what to do; a server answers only
+                         processes of its own user. Servers remove the files of servers gone
+                         (their logs after 7 days). Containers bind-mount it.
+  DREAMFLOW_SERVER_ROOTS absolute directories (separated by ':') whose files jobs may have the
+                         server read and write besides those of its working directory; the
+                         workflow sets it for a work_dir or results_dir outside itself.
   DREAMFLOW_SERVER_IDLE  seconds a server stays up without requests before it exits (default 10);
                          given to the server when a client starts one.
 """

@@ -14,14 +14,13 @@ yaml or jsonschema): a frame costs a Python start-up and one request.
 """
 
 import contextlib
-import fcntl
 import os
 import sys
 import time
 
 from ..errors import DreamflowError
 from . import protocol
-from .paths import package_root, prepare_dir, server_paths
+from .paths import locked, package_root, prepare_dir, server_paths, server_roots
 from .protocol import PING_TIMEOUT, Broken, NoServer, Unavailable, ping
 
 DEFAULT_IDLE = 10.0
@@ -75,23 +74,6 @@ def stop(socket_path, timeout=PING_TIMEOUT):
     return reply.get("status") == protocol.OK
 
 
-@contextlib.contextmanager
-def _locked(path, deadline):
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"timed out waiting for the lock {path}") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(handle)  # closing releases the lock
-
-
 def server_command(socket_path, idle):
     return [
         sys.executable,
@@ -138,7 +120,7 @@ def spawn(paths, env=None):
 def ensure_server(paths, env=None):
     """A server that answers on paths.socket: the one running, or one started now. Its status."""
     deadline = time.monotonic() + START_TIMEOUT
-    with _locked(paths.lock, deadline):
+    with locked(paths.lock, deadline):
         status = ping(paths.socket)
         if status:
             return status
@@ -176,6 +158,7 @@ def request(op, job, env=None, notes=sys.stderr):
         return False
     message = protocol.job_request(op, os.getcwd(), job)
     try:
+        server_roots(env)  # a bad value is the user's to fix, not a reason to dream in-process
         paths = server_paths(env=env)
         prepare_dir(paths)
         starts = 0

@@ -5,7 +5,7 @@ idle), and jobs: {"op": "dream" | "blend" | "flow", "cwd": ..., "job": job.to_me
 FrameJob, BlendJob or FlowJob. Every reply has a "status":
 ok; error (the user's mistake, a DreamflowError: "message" is shown as is); failed or unavailable
 (the server could not do it: the client dreams in-process); retry (the server is stale and leaving:
-start another and send again).
+start another and send again). A connection from a process of another user gets no reply at all.
 """
 
 import errno

@@ -24,34 +24,53 @@ serve`. It
   happened to be waiting. On the CPU the gate and Snakemake's thread counts are the bound;
 - keeps the last few Dreamers (`--models`, default 2) keyed by the dream settings, the thread count
   and the size and mtime of the weights and guide files;
-- exits after `--idle` seconds without job requests, removing its socket; also when its socket
-  file is removed or replaced, or on SIGTERM/SIGINT.
+- answers only processes of its own user (the peer's uid, SO_PEERCRED): it closes other
+  connections unanswered;
+- reads and writes only the files of its working directory (taken with symbolic links resolved)
+  and of the directories in $DREAMFLOW_SERVER_ROOTS as it was when it started: a job naming any
+  other file (through `..` or a symbolic link included) is refused. The guide image and the
+  weights of the dream settings are read wherever they are: the workflow names them;
+- exits after `--idle` seconds without job requests, removing its socket, pid and lock files; also
+  when its socket file is removed or replaced, or on SIGTERM/SIGINT. When it starts and when it
+  leaves it removes the files of other servers gone (see serving.paths).
 
 A DreamflowError (the user's mistake, a malformed job included) goes back to the client as
-{"status": "error", "message"}; any other failure as {"status": "failed"}, after which the client
-dreams in-process.
+{"status": "error", "message"}, and so does an OSError that another try cannot mend (a full disk,
+a quota, a permission, a read-only file system); any other failure as {"status": "failed"}, after
+which the client dreams in-process.
 """
 
 import collections
 import contextlib
+import errno
 import io
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import threading
 import time
 import traceback
 
 from ..errors import DreamflowError
 from ..job import BlendJob, FlowJob, FrameJob
-from . import protocol
+from . import paths, protocol
 from .gate import ThreadGate
 
 DEFAULT_MODELS = 2
 DEFAULT_DEVICE_SLOTS = 2
 JOBS = {protocol.DREAM: FrameJob, protocol.BLEND: BlendJob, protocol.FLOW: FlowJob}
+# the fields of each job naming a file it reads (its settings' model files aside); each writes
+# its `output`
+JOB_INPUTS = {
+    FrameJob: ("frame", "previous"),
+    BlendJob: ("frame", "previous", "previous_frame", "flow"),
+    FlowJob: ("frame", "previous_frame"),
+}
+# errors that running the job again, here or in the client's process, ends in the same way
+LASTING_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 ACCEPT_POLL = 0.25  # seconds between idle checks
 
 
@@ -178,6 +197,20 @@ class DeviceSlots:
             yield
 
 
+def _peer_uid(connection):
+    """The uid of the process at the other end of a Unix socket; None where the system does not
+    say (then the mode 0700 server directory is the only guard)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    credentials = connection.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]  # pid, uid, gid
+
+
+def _inside(path, root):
+    return os.path.commonpath([path, root]) == root
+
+
 def _client_gone(connection):
     """True when the client closed its end (e.g. its job was killed while the request waited)."""
     try:
@@ -192,7 +225,11 @@ class Server:
     def __init__(self, socket_path, idle, models, device_slots):
         self.socket_path = socket_path
         self.cwd = os.getcwd()  # getcwd() fails once the directory is removed
-        self.pid_path = os.path.splitext(socket_path)[0] + ".pid"
+        self.files = paths.ServerPaths.of_socket(socket_path)
+        self.pid_path = self.files.pid
+        # where jobs may read and write: resolved now, as the directories were when it started
+        self.roots = [os.path.realpath(self.cwd)]
+        self.roots += [os.path.realpath(root) for root in paths.server_roots()]
         self.idle = idle
         self.dreamers = DreamerCache(models)
         self.settings_checks = SettingsChecks()
@@ -254,6 +291,14 @@ class Server:
                 if handle.read().strip() == str(os.getpid()):
                     os.unlink(self.pid_path)
 
+    def _tidy(self, leaving=False):
+        try:
+            if leaving and not paths.check_dir(self.files.directory):
+                paths.remove_lock(self.files.lock)
+            paths.tidy(self.files.directory, self.files.key, log)
+        except Exception as error:  # tidying is a courtesy: it never stops serving
+            log(f"cannot tidy {self.files.directory}: {type(error).__name__}: {error}")
+
     def _should_leave(self):
         with self._state:
             if self._active:
@@ -269,7 +314,10 @@ class Server:
             return 0
         self._write_pid()
         log(f"serving {self.cwd} on {self.socket_path} (idle exit after {self.idle:g} s)")
+        if self.roots[1:]:
+            log(f"jobs may also use files in {', '.join(self.roots[1:])}")
         threading.Thread(target=self._load, daemon=True).start()
+        threading.Thread(target=self._tidy, daemon=True).start()
         try:
             listener.settimeout(ACCEPT_POLL)
             while not self._should_leave():
@@ -297,6 +345,7 @@ class Server:
         finally:
             self._unlink_socket()
             self._remove_pid()
+            self._tidy(leaving=True)
         return 0
 
     def _load(self):
@@ -338,6 +387,10 @@ class Server:
 
     def _handle(self, connection):
         try:
+            uid = _peer_uid(connection)
+            if uid is not None and uid != os.getuid():
+                log(f"refused a connection from uid {uid}: this server answers uid {os.getuid()}")
+                return
             reply = self._reply(connection)
             if reply is not None:
                 protocol.send_reply(connection, reply)
@@ -403,6 +456,11 @@ class Server:
                 "status": protocol.RETRY,
                 "message": f"the server's directory {self.cwd} is gone",
             }
+        try:
+            self._check_files(job)
+        except DreamflowError as error:
+            log(f"refused: {error}")
+            return {"status": protocol.ERROR, "message": str(error)}
         notes = io.StringIO()
         started = time.monotonic()
         try:
@@ -418,12 +476,32 @@ class Server:
         except DreamflowError as error:
             log(f"{job.output}: error: {error}")
             return {"status": protocol.ERROR, "message": str(error)}
+        except OSError as error:
+            if error.errno not in LASTING_ERRORS:
+                raise
+            message = _os_error_message(job, error)
+            log(f"{job.output}: error: {message}")
+            return {"status": protocol.ERROR, "message": message}
         log(f"{job.output} in {time.monotonic() - started:.2f} s")
         return {
             "status": protocol.OK,
             "dreamer": protocol.dreamer_identity(),
             "notes": notes.getvalue().splitlines(),
         }
+
+    def _check_files(self, job):
+        """A DreamflowError unless every file `job` names lies in one of self.roots."""
+        for field in ("output", *JOB_INPUTS[type(job)]):
+            path = getattr(job, field)
+            if path is None:
+                continue
+            real = os.path.realpath(path)
+            if not any(_inside(real, root) for root in self.roots):
+                raise DreamflowError(
+                    f"{job.KIND}: '{field}' {path} lies outside the directories the model server "
+                    f"may use ({', '.join(self.roots)}): add its directory to "
+                    "DREAMFLOW_SERVER_ROOTS, or set DREAMFLOW_SERVER=off"
+                )
 
     def _dream(self, job, connection):
         """Dream a FrameJob; False when its client left while it waited at the gate."""
@@ -463,6 +541,19 @@ class Server:
         with self.gate.held(job.threads):
             torch.set_num_threads(job.threads)
             run_flow(job)
+
+
+def _os_error_message(job, error):
+    """One line naming the file of `job` that `error` is about and what went wrong."""
+    reads = {
+        os.path.realpath(getattr(job, field)): getattr(job, field)
+        for field in JOB_INPUTS[type(job)]
+        if getattr(job, field)
+    }
+    if error.filename is not None and os.path.realpath(error.filename) in reads:
+        return f"cannot read {reads[os.path.realpath(error.filename)]}: {error.strerror}"
+    # the output, the temporary file it is written as, or its directory
+    return f"cannot write {job.output}: {error.strerror}"
 
 
 def _leave(signum, frame):
