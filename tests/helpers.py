@@ -174,8 +174,9 @@ class Workflow:
     def read_config(self):
         return yaml.safe_load((self.directory / "config.yaml").read_text())
 
-    def run(self, *args, env=None, timeout=900):
-        command = [
+    def command(self, *args):
+        """The `snakemake` command line of a run of this project."""
+        return [
             sys.executable,
             "-m",
             "snakemake",
@@ -187,11 +188,13 @@ class Workflow:
             "2",
             *args,
         ]
+
+    def run(self, *args, env=None, timeout=900):
         # set for these runs only, not in the tests' own process; a value in the caller's
         # environment still wins, so a longer idle time can be asked for when debugging
         environment = {"DREAMFLOW_SERVER_IDLE": SERVER_IDLE_SECONDS, **os.environ, **(env or {})}
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=environment
+            self.command(*args), capture_output=True, text=True, timeout=timeout, env=environment
         )
         result.output = result.stdout + result.stderr
         return result

@@ -4,11 +4,23 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from helpers import TINY_DREAM, Workflow, copy_workflow, ffprobe_streams, make_video, tiny_config
+from helpers import (
+    TINY_DREAM,
+    Workflow,
+    copy_workflow,
+    ffprobe_streams,
+    fill,
+    make_video,
+    png_claiming_size,
+    small_disk,
+    tiny_config,
+    truncated_video,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -196,6 +208,81 @@ def _assert_clean_failure(flow, result, message):
     assert leftovers == []
 
 
+def test_no_file_the_workflow_writes_is_accepted_as_an_input(finished_plain, monkeypatch):
+    from dreamflow import config
+
+    monkeypatch.chdir(finished_plain)
+    written = [p for folder in ("work", "results") for p in Path(folder).rglob("*")]
+    assert len(written) > 20  # frames, dreams, logs, probe, the video
+    for path in written:
+        raw = {"inputs": {"again": {"path": str(path)}}}
+        with pytest.raises(config.DreamflowError, match=r"where the workflow writes"):
+            config.check_inputs(config.validate(raw))
+
+
+def test_dreaming_a_result_again_under_its_own_name_leaves_it_untouched(project):
+    Image.new("RGB", (64, 36), "red").save(project.path("still.png"))
+    project.write_config(tiny_config("still.png"))
+    assert project.run().returncode == 0
+    result_image = project.path("results", "tiny", "tiny.png")
+    before = result_image.read_bytes()
+    project.write_config(tiny_config("results/tiny/tiny.png"))
+    result = project.run()
+    assert result.returncode != 0
+    assert "config key inputs.tiny.path: results/tiny/tiny.png is inside results_dir" in (
+        result.output
+    )
+    assert result_image.read_bytes() == before
+
+
+def test_a_work_folder_that_fills_up_while_dreaming_stops_in_one_line_and_resumes(
+    project, tiny_video
+):
+    with small_disk(project.path("disk"), 1024) as disk:
+        project.write_config(tiny_config(tiny_video, work_dir=str(disk / "work")))
+        assert project.run("--until", "extract_frames").returncode == 0
+        fill(disk, leave_bytes=6 * 1024)  # room for an error line in a log, not for a dream
+        result = project.run()
+        assert result.returncode != 0
+        errors = re.findall(r"^dreamflow: error: .*$", result.output, re.M)
+        assert errors, result.output
+        assert all(line.endswith(": No space left on device") for line in errors), errors
+        assert "cannot write " + str(disk / "work" / "tiny" / "dreamed") in errors[0]
+        assert "Traceback" not in result.output
+        assert "in-process" not in result.output  # a full disk is not retried in-process
+        assert not project.path("results", "tiny", "tiny.mp4").exists()
+        os.unlink(disk / "filler")
+        result = project.run()
+        assert result.returncode == 0, result.output
+        assert len(ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))) >= 1
+
+
+def test_file_names_like_options_or_protocols_are_read_as_file_names(project):
+    make_video(project.path("-clip:1.mp4"), frames=2)
+    config = tiny_config("-clip:1.mp4", work_dir="-work", results_dir="res:ults")
+    project.write_config(config)
+    result = project.run()
+    assert result.returncode == 0, result.output
+    assert len(ffprobe_streams(project.path("res:ults", "tiny", "tiny.mp4"))) >= 1
+    assert project.path("-work", "tiny", "dreamed", "000002.png").exists()
+
+
+def test_a_truncated_video_is_dreamed_as_far_as_it_decodes_and_the_run_says_so(project):
+    truncated_video(project.directory, frames=12, keep=0.5)
+    project.write_config(tiny_config("cut.mp4"))
+    result = project.run()
+    assert result.returncode == 0, result.output
+    decoded = len(list(project.path("work", "tiny", "frames").glob("*.png")))
+    assert 1 <= decoded < 12
+    warning = (
+        f"dreamflow: warning: cut.mp4 is shorter than its header says: 12 frames planned, "
+        f"{decoded} decoded (a truncated or damaged file?); dreaming the {decoded} frames"
+    )
+    assert result.stderr.splitlines().count(warning) == 1, result.output
+    video = ffprobe_streams(project.path("results", "tiny", "tiny.mp4"))[0]
+    assert int(video["nb_read_frames"]) == decoded
+
+
 def test_missing_input_stops_before_any_job(project):
     project.write_config(tiny_config("nowhere.mp4"))
     result = project.run()
@@ -263,6 +350,25 @@ def test_typo_in_a_key_suggests_the_right_one(project, tiny_video):
     config["dream"]["octave"] = 2
     project.write_config(config)
     _assert_clean_failure(project, project.run(), "unknown key 'octave' (did you mean 'octaves'?)")
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column(project, tiny_video):
+    project.path("config.yaml").write_text(
+        f"inputs:\n  tiny:\n    path: {tiny_video}\n  dream:\n   octaves: 3\n  - oops\n"
+    )
+    _assert_clean_failure(
+        project,
+        project.run(),
+        "config.yaml line 6, column 3: not valid YAML: expected <block end>, but found '-'",
+    )
+
+
+def test_an_image_claiming_a_huge_size_stops_its_input_in_one_line(project):
+    png_claiming_size(project.path("huge.png"), 30000, 30000)
+    project.write_config(tiny_config("huge.png"))
+    result = project.run()
+    _assert_clean_failure(project, result, "dreamflow: error: cannot read image huge.png: Image")
+    assert "Traceback" not in result.output
 
 
 def test_out_of_range_value_names_the_key(project, tiny_video):

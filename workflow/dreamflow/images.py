@@ -12,6 +12,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import DreamflowError
 
+# the name of atomic_path's temporaries: a run that finds one left by a killed job removes it
+TEMPORARY_PREFIX = ".partial-"
+
 
 def read_rgb(path):
     """An image file as a uint8 array of shape (H, W, 3)."""
@@ -66,7 +69,7 @@ def atomic_path(path):
             directory = os.path.dirname(path) or "."
             os.makedirs(directory, exist_ok=True)
             handle, temporary = tempfile.mkstemp(
-                prefix=".partial-", suffix=Path(path).suffix, dir=directory
+                prefix=TEMPORARY_PREFIX, suffix=Path(path).suffix, dir=directory
             )
             os.close(handle)
             # mkstemp makes the file owner-only (0600); give it the mode a plain open() would

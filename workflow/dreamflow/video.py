@@ -23,6 +23,8 @@ from .images import atomic_path, read_rgb, write_rgb, writing
 
 FOLDER_DEFAULT_FPS = Fraction(25)
 AUDIO_COPY_CODECS = ("aac", "mp3")
+# the folder of links an encode numbers its frames through: removed by a run after a kill
+LINKS_PREFIX = ".frames-"
 # how ffmpeg words a failed write (it prints strerror): the disk, not the media, is at fault
 WRITE_ERRORS = tuple(
     os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
@@ -330,7 +332,7 @@ def _numbered_sequence(frame_paths, scratch_parent):
     if all(path == pattern % number for number, path in enumerate(frame_paths, 1)):
         yield pattern
         return
-    with tempfile.TemporaryDirectory(prefix=".frames-", dir=scratch_parent) as links:
+    with tempfile.TemporaryDirectory(prefix=LINKS_PREFIX, dir=scratch_parent) as links:
         for number, path in enumerate(frame_paths, 1):
             os.symlink(os.path.abspath(path), os.path.join(links, frame_name(number) + suffix))
         yield os.path.join(links, f"%0{FRAME_DIGITS}d{suffix}")

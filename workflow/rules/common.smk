@@ -3,6 +3,7 @@
 
 import inspect
 import re
+import time
 
 from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
@@ -11,6 +12,7 @@ from snakemake.settings.types import DeploymentMethod
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
 from dreamflow.frames import count_frames, frame_name
+from dreamflow.joblogs import warnings_since
 from dreamflow.models import (
     FLOW_WEIGHTS,
     TORCHVISION_WEIGHTS,
@@ -18,6 +20,7 @@ from dreamflow.models import (
     torch_cache_dir,
 )
 from dreamflow.plan import Plan, job_shell_prefix
+from dreamflow.runlock import claim_run
 from dreamflow.scenes import read_scenes
 
 
@@ -34,11 +37,38 @@ except DreamflowError as error:
     raise WorkflowError(f"dreamflow: invalid configuration:\n{error}") from None
 config.update(PLAN.config)
 LAYOUT = PLAN.layout
+RUN_STARTED = time.time()
+
+
+def print_job_warnings():
+    """The warnings of this run's jobs, whose logs Snakemake shows only when a job fails."""
+    folders = [LAYOUT.logs_folder(name) for name in PLAN.names]
+    for line in warnings_since(folders, RUN_STARTED):
+        print(line, file=sys.stderr)
+
+
+onsuccess:
+    print_job_warnings()
+
+
+onerror:
+    print_job_warnings()
+
+
+# A killed run's Snakemake locks would stop this one: the main process (not a job's Snakemake, not
+# a dry run, which takes no locks) removes them, and its jobs' half-written files, when no other
+# run is alive here (dreamflow.runlock). The working directory (--directory) is current already.
+if workflow.is_main_process and not workflow.output_settings.dryrun:
+    claim_run(".snakemake", (LAYOUT.work, LAYOUT.results))
 
 IN_CONTAINER = bool(PLAN.container) and (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
-shell.prefix(job_shell_prefix(sys.executable, IN_CONTAINER))
+shell.prefix(
+    job_shell_prefix(
+        sys.executable, IN_CONTAINER, (PLAN.config["work_dir"], PLAN.config["results_dir"])
+    )
+)
 
 
 wildcard_constraints:
@@ -233,10 +263,11 @@ def crossfade_weight(wildcards):
 
 def coherence_inputs(wildcards):
     plan = PLAN[wildcards.name]
-    inputs = {"raw": frames_folder(plan.name), "frames": final_frames(wildcards)}
+    inputs = {}
     if plan.blends:
+        # the scenes checkpoint first: asking the extraction first failed the job on SLURM
         inputs["scenes"] = checkpoints.scenes.get(name=plan.name).output.scenes
-    return inputs
+    return {"raw": frames_folder(plan.name), "frames": final_frames(wildcards), **inputs}
 
 
 def sweep_layer_inputs(wildcards):
