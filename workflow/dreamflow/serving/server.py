@@ -72,6 +72,7 @@ JOB_INPUTS = {
 # errors that running the job again, here or in the client's process, ends in the same way
 LASTING_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 ACCEPT_POLL = 0.25  # seconds between idle checks
+PROGRESS_INTERVAL = 10.0  # seconds between progress lines in the log, while jobs come
 
 
 def log(*parts):
@@ -243,6 +244,7 @@ class Server:
         self.dreaming = 0
         self.served = 0
         self._last_request = time.monotonic()
+        self._progress = (time.monotonic(), 0)  # when the last progress line was due, served then
         self._stopping = False
         self._inode = None
         self._unlinked = False
@@ -321,6 +323,7 @@ class Server:
         try:
             listener.settimeout(ACCEPT_POLL)
             while not self._should_leave():
+                self._log_progress()
                 try:
                     connection, _ = listener.accept()
                 except TimeoutError:
@@ -347,6 +350,21 @@ class Server:
             self._remove_pid()
             self._tidy(leaving=True)
         return 0
+
+    def _log_progress(self):
+        """Every PROGRESS_INTERVAL seconds, a line of the frames served, while there are jobs: a
+        long run's log says how it goes, an idle server's stays quiet."""
+        now = time.monotonic()
+        since, served_then = self._progress
+        if now - since < PROGRESS_INTERVAL:
+            return
+        with self._state:
+            served, busy = self.served, self._job_requests
+        self._progress = (now, served)
+        recent = served - served_then
+        if recent or busy:
+            pace = f" ({(now - since) / recent:.1f} s/frame)" if recent else ""
+            log(f"progress: {served} frames served, {recent} in the last {now - since:.0f} s{pace}")
 
     def _load(self):
         started = time.monotonic()
