@@ -1,4 +1,4 @@
-"""Contact sheets: several dreams of one image side by side, each labelled with its layers."""
+"""Contact sheets: several dreams side by side, each labelled with its layers (and time)."""
 
 import math
 
@@ -17,8 +17,11 @@ def contact_sheet(images, labels, columns=3):
         raise ValueError("a contact sheet needs at least one image")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    font = ImageFont.load_default()
     cell_height = max(image.shape[0] for image in images)
-    cell_width = max(image.shape[1] for image in images)
+    # a cell is as wide as its label too: small frames would have theirs run into the next one
+    label_width = max(math.ceil(font.getlength(label)) + 4 for label in labels)
+    cell_width = max(label_width, *(image.shape[1] for image in images))
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
     sheet = Image.new(
@@ -27,7 +30,6 @@ def contact_sheet(images, labels, columns=3):
         BACKGROUND,
     )
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         row, column = divmod(index, columns)
         left = GAP + column * (cell_width + GAP)

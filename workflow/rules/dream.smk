@@ -98,7 +98,31 @@ rule crossfade:
         " --jpg-quality {params.quality} -o {output.frame:q} 2> {log:q}"
 
 
-# A layer sweep: the first frame dreamed once per sweep item (jobs run in parallel).
+# A video's sweep: its frame at one of the sweep's times, grabbed without extracting the video.
+# The job checks the time against the probed length, known only now.
+rule grab_frame:
+    input:
+        probe=LAYOUT.probe,
+    output:
+        frame=LAYOUT.sweep_frame,
+    log:
+        LAYOUT.log("grab/{at}s.{ext}"),
+    wildcard_constraints:
+        at=r"[0-9][0-9.e+-]*",
+    conda:
+        "../../envs/dreamflow.yaml"
+    params:
+        settings=lambda wildcards: PLAN[wildcards.name].frames_settings,
+        key=lambda wildcards: f"config key inputs.{wildcards.name}.sweep.at",
+    message:
+        "Grabbing the frame at {wildcards.at} s of {wildcards.name}"
+    shell:
+        "dreamflow grab-frame --probe {input.probe:q} --at {wildcards.at}"
+        " --settings {params.settings:q} --key {params.key:q} -o {output.frame:q} 2> {log:q}"
+
+
+# A layer sweep: the image, or each of a video's grabbed frames, dreamed once per sweep item
+# (jobs run in parallel).
 rule sweep_layer:
     input:
         unpack(sweep_layer_inputs),
@@ -118,19 +142,25 @@ rule sweep_layer:
         " --settings {params.settings:q} --threads {threads} -o {output.image:q} 2> {log:q}"
 
 
-# The sweep's contact sheet: every sweep image, labelled with its layers.
+# The sweep's contact sheet: every sweep image, labelled with its layers (and a video's time).
 rule contact_sheet:
     input:
         images=sweep_images,
     output:
-        sheet=LAYOUT.sweep_sheet,
+        sheet=report(
+            LAYOUT.sweep_sheet,
+            caption="../report/sweep.rst",
+            category="{name}",
+            subcategory="Layer sweep",
+            labels={"input": "{name}", "figure": "contact sheet"},
+        ),
     log:
         LAYOUT.log("contact_sheet"),
     conda:
         "../../envs/dreamflow.yaml"
     params:
         labels=lambda wildcards: PLAN[wildcards.name].sweep_labels,
-        columns=lambda wildcards: PLAN[wildcards.name].settings["sweep"]["columns"],
+        columns=lambda wildcards: PLAN[wildcards.name].sweep_columns,
     message:
         "Making the contact sheet of {wildcards.name}"
     shell:
