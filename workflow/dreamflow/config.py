@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import remote
 from .errors import DreamflowError
 from .frames import IMAGE_SUFFIXES, natural_key
 from .models import check_layers, resolve_layers
@@ -311,7 +312,11 @@ def unambiguous_path(path):
 
 
 def input_kind(path):
-    """'folder', 'image' or 'video', checking that the path exists and is readable."""
+    """'folder', 'image' or 'video', checking that the path exists and is readable; a URL is
+    checked without the network, its kind told by its suffix (see dreamflow.remote)."""
+    if remote.is_url(path):
+        remote.check_url(path)
+        return "image" if remote.suffix(path) in IMAGE_SUFFIXES else "video"
     if not os.path.exists(path):
         raise DreamflowError(f"input not found: {path}")
     if os.path.isdir(path):
@@ -378,6 +383,28 @@ def _files_read(config, name, entry):
             yield f"{where}.{key}", dream[key]
 
 
+def _check_sweep(name, entry, kind):
+    """A sweep's `at` against its input's kind: times are required for a video, and mean
+    nothing for an image; the times themselves are checked against the video's length by the
+    job that grabs each frame, once the video is probed."""
+    key = f"config key inputs.{name}.sweep"
+    sweep = entry["sweep"]
+    if kind == "folder":
+        raise DreamflowError(
+            f"{key}: needs a single image or a video as path, but {entry['path']} is a folder"
+        )
+    if kind == "image" and "at" in sweep:
+        raise DreamflowError(f"{key}.at: times are for a video, but {entry['path']} is an image")
+    if kind == "video" and "at" not in sweep:
+        raise DreamflowError(
+            f"{key}.at: missing: the times in seconds of the frames of {entry['path']} to sweep"
+        )
+    if kind == "video" and "columns" in sweep:
+        raise DreamflowError(
+            f"{key}.columns: a video's sheet has a row per time and a column per item"
+        )
+
+
 def check_inputs(config):
     """Check every input path before any job runs; returns {name: kind}."""
     for folder_key in ("work_dir", "results_dir"):
@@ -386,20 +413,21 @@ def check_inputs(config):
     for name, entry in config["inputs"].items():
         for key, path in _files_read(config, name, entry):
             _check_one_line(key, path)
-            _check_not_an_output(key, path, config)
+            if not remote.is_url(path):
+                _check_not_an_output(key, path, config)
         try:
             kinds[name] = input_kind(entry["path"])
         except DreamflowError as error:
             raise DreamflowError(f"config key inputs.{name}.path: {error}") from None
-        for key in ("zoom", "sweep"):
-            if key in entry and kinds[name] != "image":
-                raise DreamflowError(
-                    f"config key inputs.{name}.{key}: needs a single image as path, "
-                    f"but {entry['path']} is a {kinds[name]}"
-                )
+        if "zoom" in entry and kinds[name] != "image":
+            raise DreamflowError(
+                f"config key inputs.{name}.zoom: needs a single image as path, "
+                f"but {entry['path']} is a {kinds[name]}"
+            )
         if "zoom" in entry and "sweep" in entry:
             raise DreamflowError(f"config key inputs.{name}: set zoom or sweep, not both")
         if "sweep" in entry:
+            _check_sweep(name, entry, kinds[name])
             for item in entry["sweep"]["layers"]:
                 _check_terms(
                     f"inputs.{name}.sweep.layers",

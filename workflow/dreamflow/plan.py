@@ -10,12 +10,13 @@ import shlex
 from dataclasses import dataclass, field
 
 from . import config as configuration
+from . import remote
 from .blend import uses_flow, uses_previous_frame
 from .chains import Chains, node_name
 from .frames import frame_name
 from .job import BlendSettings, JobSettings, settings_text
 from .models import FLOW_WEIGHTS, TORCHVISION_WEIGHTS, weights_cache_file
-from .sweep import item_dream_settings, sheet_labels, sweep_items
+from .sweep import item_dream_settings, sheet_columns, sweep_cells, time_text
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class Layout:
         return f"{self.results}/{{name}}/sweep/{{item}}.{{ext}}"
 
     @property
+    def sweep_frame(self):
+        """The frame of a swept video at {at} seconds."""
+        return f"{self.work}/{{name}}/sweep/{{at}}s.{{ext}}"
+
+    @property
     def sweep_sheet(self):
         return f"{self.results}/{{name}}/{{name}}_sweep.png"
 
@@ -100,7 +106,7 @@ class InputPlan:
     """
 
     name: str
-    path: str
+    path: str  # the file its steps read: the input's, or the download of its URL
     kind: str  # video, folder or image
     settings: dict  # effective dream, blend, scenes, frames, encode, zoom and sweep settings
     layout: Layout
@@ -109,11 +115,14 @@ class InputPlan:
     blends: bool  # frames start from the previous dream of their chain (blend step, scenes)
     job_settings: str  # what every dream job of the input runs with, as stable JSON
     blend_settings: str = ""  # what every blend job of the input runs with, as stable JSON
-    sweep: dict = field(default_factory=dict)  # sweep item -> the job settings that dream it
-    sweep_labels: list = field(default_factory=list)  # the contact sheet's label of each item
+    sweep: dict = field(default_factory=dict)  # sweep cell -> the job settings that dream it
+    sweep_labels: list = field(default_factory=list)  # the contact sheet's label of each cell
+    sweep_times: dict = field(default_factory=dict)  # a video's sweep cell -> its time in seconds
+    sweep_columns: int = 0  # images per row of the contact sheet
     weights: str | None = None  # the weights file dream jobs read; None for embedded weights
     model_inputs: dict = field(default_factory=dict)  # guide and weights files of every dream job
     flow_weights: str | None = None  # the RAFT weights file flow jobs read
+    url: str | None = None  # the http(s) URL the input is downloaded from
 
     @property
     def frame_format(self):
@@ -249,6 +258,14 @@ class InputPlan:
     def sweep_image(self, item):
         return self.layout.sweep_image.format(name=self.name, item=item, ext=self.frame_format)
 
+    def sweep_frame(self, item):
+        """The frame sweep cell `item` dreams: a video's frame at the cell's time, grabbed on
+        its own, or the image's one frame."""
+        if item not in self.sweep_times:
+            return self.raw_frame(1)
+        at = time_text(self.sweep_times[item])
+        return self.layout.sweep_frame.format(name=self.name, at=at, ext=self.frame_format)
+
     @property
     def result(self):
         if self.sweep:
@@ -327,24 +344,38 @@ class Plan:
 
     def _input_plan(self, name, path, kind, cores):
         settings = configuration.settings_for(self.config, name)
-        blends = not settings["zoom"] and kind != "image" and uses_previous_frame(settings["blend"])
+        # a sweep dreams each frame on its own, whatever the blend settings
+        single = settings["zoom"] or settings["sweep"]
+        blends = not single and kind != "image" and uses_previous_frame(settings["blend"])
         chained = blends or bool(settings["zoom"])
         setting = self.config["resources"]["dream_threads"]
         threads = dream_threads(setting, chained, cores)
         job = job_settings(settings)
-        sweep, labels = {}, []
+        sweep, labels, times, columns = {}, [], {}, 0
         if settings["sweep"]:
-            items = sweep_items(settings["sweep"]["layers"])
-            labels = sheet_labels(items)
-            for item, terms in items.items():
-                dream = item_dream_settings(settings["dream"], terms)
+            layers, at = settings["sweep"]["layers"], settings["sweep"].get("at")
+            cells = sweep_cells(layers, at)
+            for item, cell in cells.items():
+                dream = item_dream_settings(settings["dream"], cell.terms)
                 sweep[item] = job.replace(dream=dream).text()
+                labels.append(cell.label)
+                if cell.seconds is not None:
+                    times[item] = cell.seconds
+            columns = sheet_columns(layers, at, settings["sweep"]["columns"])
         weights = weights_file(settings["dream"])
         model_inputs = {"guide": settings["dream"]["guide"], "weights": weights}
         flow = settings["blend"]["flow"]
+        url = path if remote.is_url(path) else None
+        # what every step reads: the file, or the download of a URL into the work folder
+        local_path = (
+            remote.local_copy(self.layout.work, name, remote.suffix(url))
+            if url
+            else configuration.unambiguous_path(path)
+        )
         return InputPlan(
             name=name,
-            path=configuration.unambiguous_path(path),
+            path=local_path,
+            url=url,
             kind=kind,
             settings=settings,
             layout=self.layout,
@@ -355,6 +386,8 @@ class Plan:
             blend_settings=blend_settings(settings).text() if blends else "",
             sweep=sweep,
             sweep_labels=labels,
+            sweep_times=times,
+            sweep_columns=columns,
             weights=weights,
             model_inputs={key: file for key, file in model_inputs.items() if file},
             flow_weights=weights_cache_file(flow) if blends and flow in FLOW_WEIGHTS else None,

@@ -1,4 +1,21 @@
-# Probe an input (fps, size, rotation, audio, frame count), then extract its frames.
+# Download a URL input, probe an input (fps, size, rotation, audio, frame count), then extract
+# its frames.
+
+
+# Snakemake asks the server for the URL's Last-Modified (url_input); the job downloads it.
+rule download:
+    input:
+        url_input,
+    output:
+        remote.local_copy(LAYOUT.work, "{name}", "{url_suffix}"),
+    log:
+        LAYOUT.log("download{url_suffix}"),
+    conda:
+        "../../envs/dreamflow.yaml"
+    message:
+        "Downloading input {wildcards.name}"
+    shell:
+        "dreamflow download -o {output:q} -- {input:q} 2> {log:q}"
 
 
 rule probe:
