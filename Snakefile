@@ -40,6 +40,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/dream.smk"
 include: "workflow/rules/encode.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -6,7 +6,13 @@ rule encode:
         probe=rules.probe.output.probe,
         frames=final_frames,
     output:
-        video=LAYOUT.video,
+        video=report(
+            LAYOUT.video,
+            caption="../report/result.rst",
+            category="{name}",
+            subcategory="Result",
+            labels={"input": "{name}", "figure": "dreamed video"},
+        ),
     log:
         LAYOUT.log("encode"),
     conda:
@@ -27,7 +33,13 @@ rule publish_image:
     input:
         frame=lambda wildcards: PLAN[wildcards.name].dreamed_frame(1),
     output:
-        image=LAYOUT.image,
+        image=report(
+            LAYOUT.image,
+            caption="../report/result.rst",
+            category="{name}",
+            subcategory="Result",
+            labels={"input": "{name}", "figure": "dreamed image"},
+        ),
     log:
         LAYOUT.log("publish.{ext}"),
     conda:
@@ -45,7 +57,13 @@ rule coherence:
         unpack(coherence_inputs),
     output:
         figures=LAYOUT.coherence,
-        plot=LAYOUT.coherence_plot,
+        plot=report(
+            LAYOUT.coherence_plot,
+            caption="../report/coherence.rst",
+            category="{name}",
+            subcategory="Coherence",
+            labels={"input": "{name}", "figure": "warping error per frame"},
+        ),
     log:
         LAYOUT.log("coherence"),
     conda:
