@@ -283,6 +283,25 @@ def test_a_truncated_video_is_dreamed_as_far_as_it_decodes_and_the_run_says_so(p
     assert int(video["nb_read_frames"]) == decoded
 
 
+def test_a_corrupt_input_does_not_stop_a_good_one_and_is_named_at_the_end(project, tiny_video):
+    project.path("corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")
+    config = tiny_config(tiny_video)
+    config["inputs"]["corrupt"] = {"path": "corrupt.mp4"}
+    project.write_config(config)
+    result = project.run()
+    assert result.returncode != 0
+    assert project.path("results", "tiny", "tiny.mp4").exists(), result.output
+    assert not project.path("results", "corrupt").exists()
+    summary = [line for line in result.stderr.splitlines() if line.startswith("dreamflow: input")]
+    assert len(summary) == 1, result.output
+    assert summary[0].startswith("dreamflow: input corrupt failed: not a video: corrupt.mp4 (")
+    assert summary[0].endswith("(log: work/corrupt/logs/probe.log)")
+    assert (
+        result.stderr.rstrip().splitlines()[-1] == summary[0]
+        or "WorkflowError" in (result.stderr.rstrip().splitlines()[-1])
+    )
+
+
 def test_missing_input_stops_before_any_job(project):
     project.write_config(tiny_config("nowhere.mp4"))
     result = project.run()

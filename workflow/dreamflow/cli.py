@@ -35,6 +35,12 @@ def cmd_probe(args):
     video.write_probe(args.input, args.output)
 
 
+def cmd_download(args):
+    from . import remote
+
+    remote.download(args.url, args.output)
+
+
 def cmd_extract(args):
     from . import video
 
@@ -204,6 +210,19 @@ def cmd_serve(args):
     server.serve(socket_path, idle, args.models, slots)
 
 
+def cmd_status(args):
+    from .progress import status_lines
+
+    # a --configfile is read from where the command runs, as Snakemake reads it
+    configfile = os.path.abspath(args.configfile) if args.configfile else "config.yaml"
+    try:
+        os.chdir(args.directory)
+    except OSError as error:
+        raise DreamflowError(f"--directory {args.directory}: {error.strerror}") from None
+    for line in status_lines(configfile):
+        print(line)
+
+
 def _final_frames(args, suffix):
     """The output frames 1..count: dreamed frames, except overlap frames (--seams), which are the
     crossfades in --seams-dir."""
@@ -322,28 +341,79 @@ def cmd_dream(args):
     print(output)
 
 
-def cmd_sweep(args):
+def _dream_sweep(args, dream_settings, cells, starts, columns, sheet):
+    """Dream every sweep cell from its start image (`starts`: {the cell's seconds: array}),
+    writing <output>/sweep/<cell>.png, then the contact sheet `sheet`."""
     from .dreamstep import Dreamer
     from .images import write_rgb
     from .sheet import contact_sheet
-    from .sweep import item_dream_settings, sheet_labels, sweep_items
+    from .sweep import item_dream_settings
 
-    items = sweep_items(args.sweep_layers)
-    # every item's layers are checked before the first (slow) dream
-    dream_settings = _dream_settings(args, [t for terms in items.values() for t in terms])
-    start = _start_array(args)
-    images = []
-    for item, terms in items.items():
-        # the settings the workflow's sweep jobs run with, so both give the same image
+    dreamed = {}
+    for item in dict.fromkeys(cell.item for cell in cells.values()):
+        # one model at a time; the settings the workflow's sweep jobs run with, so both give the
+        # same image
+        mine = {name: cell for name, cell in cells.items() if cell.item == item}
+        terms = next(iter(mine.values())).terms
         dreamer = Dreamer(item_dream_settings(dream_settings, terms), args.threads)
-        dreamed = dreamer.dream_array(dreamer.start_array(start))
-        path = os.path.join(args.output, "sweep", f"{item}.png")
-        write_rgb(dreamed, path)
-        print(path)
-        images.append(dreamed)
-    sheet = os.path.join(args.output, f"{_image_stem(args)}_sweep.png")
-    write_rgb(contact_sheet(images, sheet_labels(items), args.columns), sheet)
+        for name, cell in mine.items():
+            dreamed[name] = dreamer.dream_array(dreamer.start_array(starts[cell.seconds]))
+            path = os.path.join(args.output, "sweep", f"{name}.png")
+            write_rgb(dreamed[name], path)
+            print(path)
+    images = [dreamed[name] for name in cells]
+    write_rgb(contact_sheet(images, [cell.label for cell in cells.values()], columns), sheet)
     print(sheet)
+
+
+def _sweep_settings(args, cells):
+    """The dream settings of a sweep; every item's layers are checked before the first (slow)
+    dream."""
+    return _dream_settings(args, [term for cell in cells.values() for term in cell.terms])
+
+
+def cmd_sweep(args):
+    from .sweep import sweep_cells
+
+    cells = sweep_cells(args.sweep_layers)
+    dream_settings = _sweep_settings(args, cells)
+    sheet = os.path.join(args.output, f"{_image_stem(args)}_sweep.png")
+    _dream_sweep(args, dream_settings, cells, {None: _start_array(args)}, args.columns, sheet)
+
+
+def cmd_preview(args):
+    import tempfile
+
+    from . import config as configuration
+    from . import video
+    from .images import read_rgb
+    from .preview import grab_frame
+    from .sweep import sheet_columns, sweep_cells, time_text
+
+    cells = sweep_cells(args.sweep_layers, args.at)
+    dream_settings = _sweep_settings(args, cells)
+    probed = video.probe(args.video)
+    if probed["kind"] != "video":
+        kind = {"image": "an image", "folder": "a folder"}[probed["kind"]]
+        raise DreamflowError(f"not a video: {args.video} is {kind} (dreamflow sweep sweeps images)")
+    # the frames settings of the workflow's defaults, so both grab the same frame
+    frames = {**configuration.section_defaults("frames"), "width": args.width}
+    starts = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for seconds in dict.fromkeys(float(seconds) for seconds in args.at):
+            path = os.path.join(scratch, f"{time_text(seconds)}s.png")
+            grab_frame(probed, seconds, frames, path)
+            starts[seconds] = read_rgb(path)
+    stem = os.path.splitext(os.path.basename(args.video))[0]
+    sheet = os.path.join(args.output, f"{stem}_preview.png")
+    columns = sheet_columns(args.sweep_layers, args.at, None)
+    _dream_sweep(args, dream_settings, cells, starts, columns, sheet)
+
+
+def cmd_grab_frame(args):
+    from .preview import grab_frame
+
+    grab_frame(_read_json(args.probe), args.at, _settings(args.settings), args.output, args.key)
 
 
 def cmd_contact_sheet(args):
@@ -356,6 +426,13 @@ def cmd_contact_sheet(args):
         contact_sheet([read_rgb(path) for path in args.images], args.labels, args.columns),
         args.output,
     )
+
+
+def cmd_pairs(args):
+    from .images import write_rgb
+    from .pairs import before_after
+
+    write_rgb(before_after(args.raw, args.dreamed, args.labels), args.output, jpg_quality=90)
 
 
 def cmd_layers(args):
@@ -441,6 +518,7 @@ def _add_dream_options(parser, layers=True):
 
 COMMANDS = (
     "probe",
+    "download",
     "extract",
     "dream-frame",
     "blend",
@@ -449,11 +527,15 @@ COMMANDS = (
     "scenes",
     "coherence",
     "serve",
+    "status",
     "encode",
     "publish",
     "dream",
     "sweep",
+    "preview",
+    "grab-frame",
     "contact-sheet",
+    "pairs",
     "layers",
     "fetch-models",
     "models",
@@ -465,7 +547,7 @@ def build_parser(command=None):
     options (read from the config schema) are added only to the commands that take them:
     dream-frame runs once per frame, and reading the schema would add the YAML and jsonschema
     imports to every frame job."""
-    with_dream_options = command in (None, "dream", "sweep")
+    with_dream_options = command in (None, "dream", "sweep", "preview")
 
     def wanted(name):
         # a frame job's command is parsed once per frame: build only its own parser
@@ -483,6 +565,14 @@ def build_parser(command=None):
         probe.add_argument("input")
         probe.add_argument("-o", "--output", required=True)
         probe.set_defaults(run=cmd_probe)
+
+    if wanted("download"):
+        download = commands.add_parser(
+            "download", help="download an http(s) URL input to a file (used by the workflow)"
+        )
+        download.add_argument("url")
+        download.add_argument("-o", "--output", required=True)
+        download.set_defaults(run=cmd_download)
 
     if wanted("extract"):
         extract = commands.add_parser(
@@ -617,6 +707,18 @@ def build_parser(command=None):
         )
         serve.set_defaults(run=cmd_serve)
 
+    if wanted("status"):
+        status = commands.add_parser(
+            "status",
+            help="per input: frames extracted, dreamed and left, the recent seconds per frame and "
+            "the time left, read from a run's files (while it runs, or after it stopped)",
+        )
+        status.add_argument(
+            "--configfile", help="the workflow's config (default: config.yaml in --directory)"
+        )
+        status.add_argument("--directory", default=".", help="the workflow directory (default: .)")
+        status.set_defaults(run=cmd_status)
+
     if wanted("encode"):
         encode = commands.add_parser(
             "encode", help="encode dreamed frames into a video with the source audio"
@@ -678,6 +780,42 @@ def build_parser(command=None):
             _add_dream_options(sweep, layers=False)
         sweep.set_defaults(run=cmd_sweep)
 
+    if wanted("preview"):
+        preview = commands.add_parser(
+            "preview",
+            help="dream a video's frames at some times once per layer, on one labelled contact "
+            "sheet (a row per time)",
+        )
+        preview.add_argument("video", help="input video")
+        preview.add_argument(
+            "--at", nargs="+", type=float, required=True, metavar="SECONDS", help="frame times"
+        )
+        preview.add_argument(
+            "-o", "--output", required=True, help="folder for the images and the contact sheet"
+        )
+        preview.add_argument(
+            "--layers",
+            dest="sweep_layers",
+            nargs="+",
+            required=True,
+            metavar="ITEM",
+            help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
+        )
+        if with_dream_options:
+            _add_dream_options(preview, layers=False)
+        preview.set_defaults(run=cmd_preview)
+
+    if wanted("grab-frame"):
+        grab = commands.add_parser(
+            "grab-frame", help="the frame of a video at a time (used by the workflow's sweeps)"
+        )
+        grab.add_argument("--probe", required=True, help="the video's probe.json")
+        grab.add_argument("--at", type=float, required=True, metavar="SECONDS")
+        grab.add_argument("--settings", required=True, help="the frames settings, as JSON")
+        grab.add_argument("--key", default="--at", help="what an error names for the time")
+        grab.add_argument("-o", "--output", required=True)
+        grab.set_defaults(run=cmd_grab_frame)
+
     if wanted("contact-sheet"):
         sheet = commands.add_parser("contact-sheet", help="lay images out on a labelled grid")
         sheet.add_argument("images", nargs="+")
@@ -685,6 +823,16 @@ def build_parser(command=None):
         sheet.add_argument("--columns", type=int, default=3)
         sheet.add_argument("-o", "--output", required=True)
         sheet.set_defaults(run=cmd_contact_sheet)
+
+    if wanted("pairs"):
+        pairs = commands.add_parser(
+            "pairs", help="raw frames beside their dreams, a pair per row (used by the workflow)"
+        )
+        pairs.add_argument("--raw", nargs="+", required=True, help="the raw frames")
+        pairs.add_argument("--dreamed", nargs="+", required=True, help="their dreams, in order")
+        pairs.add_argument("--labels", nargs="+", required=True, help="a label per pair")
+        pairs.add_argument("-o", "--output", required=True, help="the picture (.png or .jpg)")
+        pairs.set_defaults(run=cmd_pairs)
 
     if wanted("layers"):
         layers = commands.add_parser(

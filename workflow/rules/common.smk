@@ -6,13 +6,13 @@ import re
 import time
 
 from snakemake.common import overwrite_function_params
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
 from dreamflow.frames import count_frames, frame_name
-from dreamflow.joblogs import warnings_since
+from dreamflow.joblogs import failures_since, warnings_since
 from dreamflow.models import (
     FLOW_WEIGHTS,
     TORCHVISION_WEIGHTS,
@@ -20,6 +20,7 @@ from dreamflow.models import (
     torch_cache_dir,
 )
 from dreamflow.plan import Plan, job_shell_prefix
+from dreamflow import remote
 from dreamflow.runlock import claim_run
 from dreamflow.scenes import read_scenes
 
@@ -39,20 +40,41 @@ config.update(PLAN.config)
 LAYOUT = PLAN.layout
 RUN_STARTED = time.time()
 
+# Inputs given as URLs, {name: url} (see dreamflow.remote). Snakemake asks the server about each
+# one on every run anyway (the storage plugin's HEAD request), and when the file is not there it
+# stops in several lines that name only the URL: asking first lets the error name the input.
+URL_INPUTS = {plan.name: plan.url for plan in PLAN if plan.url}
+if workflow.is_main_process:
+    for name, url in URL_INPUTS.items():
+        try:
+            remote.check_available(url)
+        except DreamflowError as error:
+            raise WorkflowError(
+                f"dreamflow: error: config key inputs.{name}.path: {error}"
+            ) from None
 
-def print_job_warnings():
-    """The warnings of this run's jobs, whose logs Snakemake shows only when a job fails."""
-    folders = [LAYOUT.logs_folder(name) for name in PLAN.names]
-    for line in warnings_since(folders, RUN_STARTED):
+
+def url_input(wildcards):
+    """A URL input as a storage file that Snakemake does not retrieve: it only asks the server
+    for the file's Last-Modified, which reruns the download when newer than the local copy."""
+    return storage.http(URL_INPUTS[wildcards.name], retrieve=False)
+
+
+def print_job_summary():
+    """The warnings of this run's jobs, then a line per input that failed (see dreamflow.joblogs)."""
+    folders = {name: LAYOUT.logs_folder(name) for name in PLAN.names}
+    for line in warnings_since(folders.values(), RUN_STARTED):
+        print(line, file=sys.stderr)
+    for line in failures_since(folders, RUN_STARTED):
         print(line, file=sys.stderr)
 
 
 onsuccess:
-    print_job_warnings()
+    print_job_summary()
 
 
 onerror:
-    print_job_warnings()
+    print_job_summary()
 
 
 # A killed run's Snakemake locks would stop this one: the main process (not a job's Snakemake, not
@@ -75,6 +97,7 @@ wildcard_constraints:
     name="|".join(re.escape(name) for name in PLAN.names),
     frame=NODE_PATTERN,
     ext="png|jpg",
+    url_suffix=r"(\.[a-z0-9]{1,10})?",
     item=r"\d\d+-[A-Za-z0-9_.+-]+",
     weights_file="|".join(
         re.escape(file) for _, file in [*TORCHVISION_WEIGHTS.values(), *FLOW_WEIGHTS.values()]
@@ -271,9 +294,12 @@ def coherence_inputs(wildcards):
 
 
 def sweep_layer_inputs(wildcards):
+    """The frame a sweep cell dreams: an image's, after its extraction; a video's frame at the
+    cell's time, grabbed on its own (grab_frame), the video not extracted."""
     plan = PLAN[wildcards.name]
-    frames_folder(wildcards.name)  # orders the job after the extraction
-    return {"frame": plan.raw_frame(1), **plan.model_inputs}
+    if not plan.sweep_times:
+        frames_folder(wildcards.name)  # orders the job after the extraction
+    return {"frame": plan.sweep_frame(wildcards.item), **plan.model_inputs}
 
 
 def sweep_images(wildcards):
@@ -286,13 +312,20 @@ def all_targets(wildcards):
     made again."""
     targets = []
     for plan in PLAN:
-        if not plan.sweep:
-            chains = chains_of(plan.name)
-            targets += plan.step_files(chains) + plan.final_frames(chains)
-            if plan.measures_coherence:
-                targets += [
-                    LAYOUT.coherence.format(name=plan.name),
-                    LAYOUT.coherence_plot.format(name=plan.name),
-                ]
-        targets.append(plan.result)
+        try:
+            if not plan.sweep:
+                chains = chains_of(plan.name)
+                targets += plan.step_files(chains) + plan.final_frames(chains)
+                if plan.measures_coherence:
+                    targets += [
+                        LAYOUT.coherence.format(name=plan.name),
+                        LAYOUT.coherence_plot.format(name=plan.name),
+                    ]
+            targets.append(plan.result)
+            targets += report_files(plan)  # the report's figures (workflow/rules/report.smk)
+        except IncompleteCheckpointException as pending:
+            # ask this input's checkpoint and go on with the others, rather than stop at the
+            # first input not extracted: every input's extraction is then ready at once, and one
+            # that fails (a corrupt file) does not hide the others' frame jobs from --keep-going
+            targets.append(pending.targetfile)
     return targets
