@@ -15,6 +15,7 @@ two run at the same time. The failing run and the chain runs after the first are
 groups split by group-components twice over (snakemake/snakemake#1628).
 """
 
+import json
 import os
 import re
 import shutil
@@ -40,9 +41,9 @@ DEMO = {"blend": {"mode": "none"}, "frames": {"end": FRAMES}, "dream": TINY_DREA
 CUT = 3  # the blended demo's second scene starts here: two chains, frames 1-2 and 3-4
 CHAINED = {**DEMO, "blend": {"mode": "constant"}, "scenes": {"cuts": [CUT]}}
 CHAIN_GROUPS = {"chain-demo-000001", f"chain-demo-{CUT:06d}"}
-# the blended runs make the video only: the coherence job, submitted on its own, fails on SLURM
-# for a blended input (its input function asks for the extraction before the scenes checkpoint)
 VIDEO = "results/demo/demo.mp4"
+# a blended input's coherence job asks for the scenes checkpoint as well as the extraction
+COHERENCE = "results/demo/coherence.json"
 # every frame step of a run in one group, one submission for the whole video (command-line
 # overrides of the rules' groups)
 ONE_GROUP = [
@@ -250,7 +251,7 @@ def chains_on_slurm(slurm_env, tmp_path_factory):
     profile."""
     project = project_copy(tmp_path_factory.mktemp("slurm-chains"))
     profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test")
-    result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO])
+    result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO, COHERENCE])
     SUMMARY.append(f"SLURM blended run, two chains ({FRAMES} frames): {result.seconds:.0f} s")
     return project, profile, result
 
@@ -262,12 +263,14 @@ def test_each_chain_of_a_blended_video_is_one_slurm_job(chains_on_slurm, slurm_e
     assert result.returncode == 0, result.output[-8000:]
     assert (project / VIDEO).stat().st_size > 0
     assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
+    assert json.loads((project / COHERENCE).read_text())["frames"] == FRAMES
     jobs = slurm_jobs(result, slurm_env)
     chains = chain_jobs(jobs)
     assert set(chains) == CHAIN_GROUPS, jobs
     assert {job["State"] for job in chains.values()} == {"COMPLETED"}, jobs
     assert not frame_step_jobs(jobs), jobs
-    assert submissions(jobs) == 6, jobs  # probe, extract_frames, scenes, two chains, encode
+    # probe, extract_frames, scenes, two chains, encode, coherence
+    assert submissions(jobs) == 7, jobs
 
 
 def test_the_chains_of_one_video_run_at_the_same_time(chains_on_slurm, slurm_env):

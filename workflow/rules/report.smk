@@ -12,6 +12,12 @@ from dreamflow.pairs import pair_files, pair_labels, pairs_file, report_files, s
 report: "../report/workflow.rst"
 
 
+# seconds of work on small pictures: on a cluster, not worth a submission and a node's start-up each
+localrules:
+    report_pairs,
+    report_settings,
+
+
 rule report_pairs:
     input:
         unpack(lambda wildcards: pair_files(PLAN[wildcards.name], final_frames(wildcards))),
