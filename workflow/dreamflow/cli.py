@@ -516,6 +516,21 @@ def _add_dream_options(parser, layers=True):
     parser.add_argument("--threads", type=int, default=None)
 
 
+def _add_sweep_options(parser):
+    """The output folder and the layer items of a sweep (`sweep`, `preview`)."""
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder for the images and the contact sheet"
+    )
+    parser.add_argument(
+        "--layers",
+        dest="sweep_layers",
+        nargs="+",
+        required=True,
+        metavar="ITEM",
+        help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
+    )
+
+
 COMMANDS = (
     "probe",
     "download",
@@ -762,17 +777,7 @@ def build_parser(command=None):
         sweep.add_argument(
             "image", nargs="?", help="input image; omit it with --start noise --size HxW"
         )
-        sweep.add_argument(
-            "-o", "--output", required=True, help="folder for the images and the contact sheet"
-        )
-        sweep.add_argument(
-            "--layers",
-            dest="sweep_layers",
-            nargs="+",
-            required=True,
-            metavar="ITEM",
-            help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
-        )
+        _add_sweep_options(sweep)
         sweep.add_argument(
             "--columns", type=int, default=3, help="images per row of the contact sheet"
         )
@@ -790,17 +795,7 @@ def build_parser(command=None):
         preview.add_argument(
             "--at", nargs="+", type=float, required=True, metavar="SECONDS", help="frame times"
         )
-        preview.add_argument(
-            "-o", "--output", required=True, help="folder for the images and the contact sheet"
-        )
-        preview.add_argument(
-            "--layers",
-            dest="sweep_layers",
-            nargs="+",
-            required=True,
-            metavar="ITEM",
-            help="one dream per item; join terms dreamed together with +, e.g. block8+block10:3",
-        )
+        _add_sweep_options(preview)
         if with_dream_options:
             _add_dream_options(preview, layers=False)
         preview.set_defaults(run=cmd_preview)
