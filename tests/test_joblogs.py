@@ -1,7 +1,7 @@
 import os
 import time
 
-from dreamflow.joblogs import failures_since, warnings_since
+from dreamflow.joblogs import summary_since
 
 
 def _log(path, text, age=0.0):
@@ -19,7 +19,8 @@ def test_the_warnings_of_logs_written_in_this_run_each_once_in_path_order(tmp_pa
     _log(tmp_path / "a" / "logs" / "old.log", "dreamflow: warning: last week\n", age=3600)
     _log(tmp_path / "a" / "logs" / "notes.txt", "dreamflow: warning: not a log\n")
     _log(tmp_path / "b" / "logs" / "probe.log", "fine: no dreamflow: warning: mid-line\n")
-    found = warnings_since([tmp_path / "a", tmp_path / "b", tmp_path / "missing"], since)
+    folders = {name: tmp_path / name for name in ("a", "b", "missing")}
+    found, _ = summary_since(folders, since)
     assert found == ["dreamflow: warning: slow", "dreamflow: warning: short"]
 
 
@@ -30,7 +31,7 @@ def test_one_line_per_failed_input_with_its_first_error_of_this_run(tmp_path):
     _log(bad / "dream" / "000002.png.log", "dreamflow: error: cannot write x: No space\n")
     _log(bad / "dream" / "000003.png.log", "dreamflow: error: cannot write y: No space\n")
     _log(old / "probe.log", "dreamflow: error: not a video: old.mp4\n", age=3600)
-    failures = failures_since({"good": good, "bad": bad, "old": old}, since)
+    _, failures = summary_since({"good": good, "bad": bad, "old": old}, since)
     assert failures == [
         f"dreamflow: input bad failed: cannot write x: No space "
         f"(log: {bad / 'dream' / '000002.png.log'}; 1 more failed jobs)"

@@ -25,41 +25,36 @@ def _logs_written_since(folder, since):
             yield entry.path
 
 
-def lines_since(folder, since, prefix):
-    """(log path, line) of the lines starting with `prefix` in the logs under `folder` written at
-    or after `since` (a time.time()), in the order of their files' paths."""
+def lines_since(folder, since, prefixes):
+    """(log path, line) of the lines starting with one of `prefixes` in the logs under `folder`
+    written at or after `since` (a time.time()), in the order of their files' paths."""
     found = []
     for path in sorted(_logs_written_since(folder, since)):
         try:
             with open(path, errors="replace") as handle:
                 found.extend(
-                    (path, line.rstrip("\n")) for line in handle if line.startswith(prefix)
+                    (path, line.rstrip("\n")) for line in handle if line.startswith(prefixes)
                 )
         except OSError:
             continue
     return found
 
 
-def warnings_since(folders, since):
-    """The warning lines of the logs under `folders` written since `since`, each once."""
-    found = []
-    for folder in folders:
-        for _, line in lines_since(folder, since, WARNING):
-            if line not in found:
-                found.append(line)
-    return found
-
-
-def failures_since(logs_folders, since):
-    """One line per input whose jobs failed since `since`, from `logs_folders` ({input name: its
-    logs folder}): the first error of its logs, and the log it is in."""
-    failures = []
+def summary_since(logs_folders, since):
+    """What a run's jobs said since `since`, from `logs_folders` ({input name: its logs folder}),
+    read once: (each warning line once, one line per input whose jobs failed, with the first
+    error of its logs and the log it is in)."""
+    warnings, failures = [], []
     for name, folder in logs_folders.items():
-        errors = lines_since(folder, since, ERROR)
+        found = lines_since(folder, since, (WARNING, ERROR))
+        for _, line in found:
+            if line.startswith(WARNING) and line not in warnings:
+                warnings.append(line)
+        errors = [(path, line) for path, line in found if line.startswith(ERROR)]
         if errors:
             path, line = errors[0]
             more = f"; {len(errors) - 1} more failed jobs" if len(errors) > 1 else ""
             failures.append(
                 f"dreamflow: input {name} failed: {line[len(ERROR) :]} (log: {path}{more})"
             )
-    return failures
+    return warnings, failures

@@ -12,7 +12,7 @@ from snakemake.settings.types import DeploymentMethod
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
 from dreamflow.frames import count_frames, frame_name
-from dreamflow.joblogs import failures_since, warnings_since
+from dreamflow.joblogs import summary_since
 from dreamflow.models import (
     FLOW_WEIGHTS,
     TORCHVISION_WEIGHTS,
@@ -63,9 +63,8 @@ def url_input(wildcards):
 def print_job_summary():
     """The warnings of this run's jobs, then a line per input that failed (see dreamflow.joblogs)."""
     folders = {name: LAYOUT.logs_folder(name) for name in PLAN.names}
-    for line in warnings_since(folders.values(), RUN_STARTED):
-        print(line, file=sys.stderr)
-    for line in failures_since(folders, RUN_STARTED):
+    warnings, failures = summary_since(folders, RUN_STARTED)
+    for line in warnings + failures:
         print(line, file=sys.stderr)
 
 
