@@ -9,7 +9,7 @@ import ffmpeg
 from .config import unambiguous_path
 from .errors import DreamflowError
 from .images import atomic_path
-from .video import _jpeg_qscale, run_ffmpeg, target_size, tool
+from .video import as_frames, run_ffmpeg, tool
 
 
 def frame_at(seconds, fps):
@@ -33,15 +33,10 @@ def grab_frame(probed, seconds, frames_settings, output, key="--at"):
     # ffmpeg's accurate seek gives the first frame at or after the time: seeking a quarter frame
     # before frame k starts finds frame k even where its timestamp rounds a little late
     seek = max(0.0, float((frame_at(seconds, fps) - 1.25) / fps))
-    stream = ffmpeg.input(unambiguous_path(path), ss=seek).video
-    width, height = target_size(probed["width"], probed["height"], frames_settings["width"])
-    if (width, height) != (probed["width"], probed["height"]):
-        stream = stream.filter("scale", width, height, flags="lanczos")
-    options = {"frames:v": 1}
-    if frames_settings["format"] == "jpg":
-        options["q:v"] = _jpeg_qscale(frames_settings["jpg_quality"])
-    else:
-        options["pix_fmt"] = "rgb24"
+    stream, options = as_frames(
+        ffmpeg.input(unambiguous_path(path), ss=seek).video, probed, frames_settings
+    )
+    options["frames:v"] = 1
     with atomic_path(output) as temporary:
         arguments = (
             ffmpeg.output(stream, temporary, **options)

@@ -266,6 +266,17 @@ def short_video_warning(path, planned, got, ffmpeg_errors):
     )
 
 
+def as_frames(stream, probed, frames_settings):
+    """`stream` scaled to the frames settings' width, and the ffmpeg output options that write it
+    in their format (png as rgb24, jpg at their quality): what every extracted frame gets."""
+    width, height = target_size(probed["width"], probed["height"], frames_settings["width"])
+    if (width, height) != (probed["width"], probed["height"]):
+        stream = stream.filter("scale", width, height, flags="lanczos")
+    if frames_settings["format"] == "jpg":
+        return stream, {"q:v": _jpeg_qscale(frames_settings["jpg_quality"])}
+    return stream, {"pix_fmt": "rgb24"}
+
+
 def _extract_video(probed, frames_settings, extraction, staging, out_dir, suffix, threads):
     input_options = {"ss": extraction["start_seconds"]} if extraction["start_seconds"] else {}
     if extraction["end_seconds"] is not None:
@@ -273,14 +284,8 @@ def _extract_video(probed, frames_settings, extraction, staging, out_dir, suffix
     stream = ffmpeg.input(unambiguous_path(probed["path"]), **input_options).video.filter(
         "fps", fps=extraction["fps"]
     )
-    width, height = target_size(probed["width"], probed["height"], frames_settings["width"])
-    if (width, height) != (probed["width"], probed["height"]):
-        stream = stream.filter("scale", width, height, flags="lanczos")
-    output_options = {"start_number": 1, "threads": threads}
-    if suffix == ".jpg":
-        output_options["q:v"] = _jpeg_qscale(frames_settings["jpg_quality"])
-    else:
-        output_options["pix_fmt"] = "rgb24"
+    stream, output_options = as_frames(stream, probed, frames_settings)
+    output_options.update(start_number=1, threads=threads)
     pattern = os.path.join(staging, f"%0{FRAME_DIGITS}d{suffix}")
     arguments = (
         ffmpeg.output(stream, pattern, **output_options)
