@@ -53,6 +53,26 @@ def claim_run(state_dir=".snakemake", output_dirs=(), notes=sys.stderr):
     return locks, temporaries
 
 
+def tidy_after_run(output_dirs=(), notes=sys.stderr):
+    """At the end of a run (its jobs all ended), remove the temporaries in `output_dirs` that a job
+    or model server killed during the run left behind, if no other run is alive in the directory
+    (the jobs of one that is may be writing theirs). Returns the number removed."""
+    if not _held:
+        return 0
+    try:
+        # a failed conversion may drop this process's share: harmless, the run is ending
+        fcntl.flock(_held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0
+    try:
+        temporaries = sum(_remove_temporaries(folder) for folder in output_dirs)
+    finally:
+        fcntl.flock(_held[-1], fcntl.LOCK_SH)
+    if temporaries:
+        print(_removed_line(0, temporaries), file=notes, flush=True)
+    return temporaries
+
+
 def _removed_line(locks, temporaries):
     what = ["a stale lock"] if locks else []
     if temporaries:

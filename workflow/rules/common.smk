@@ -21,7 +21,7 @@ from dreamflow.models import (
 )
 from dreamflow.plan import Plan, job_shell_prefix
 from dreamflow import remote
-from dreamflow.runlock import claim_run
+from dreamflow.runlock import claim_run, tidy_after_run
 from dreamflow.scenes import read_scenes
 
 
@@ -60,8 +60,11 @@ def url_input(wildcards):
     return storage.http(URL_INPUTS[wildcards.name], retrieve=False)
 
 
-def print_job_summary():
-    """The warnings of this run's jobs, then a line per input that failed (see dreamflow.joblogs)."""
+def end_of_run():
+    """Remove what killed jobs or servers left half-written during the run (dreamflow.runlock),
+    then print the warnings of this run's jobs and a line per input that failed
+    (dreamflow.joblogs)."""
+    tidy_after_run((LAYOUT.work, LAYOUT.results))
     folders = {name: LAYOUT.logs_folder(name) for name in PLAN.names}
     warnings, failures = summary_since(folders, RUN_STARTED)
     for line in warnings + failures:
@@ -69,11 +72,11 @@ def print_job_summary():
 
 
 onsuccess:
-    print_job_summary()
+    end_of_run()
 
 
 onerror:
-    print_job_summary()
+    end_of_run()
 
 
 # A killed run's Snakemake locks would stop this one: the main process (not a job's Snakemake, not
