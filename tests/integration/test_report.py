@@ -94,11 +94,12 @@ def test_the_report_shows_every_result_with_its_caption(finished, tmp_path, chro
     rendered = time.monotonic()
 
     expected = {
-        "results/clip/clip.mp4": ("Result", "dreamed video"),
+        # a result's figure label names what it is too: these words are the caption's own
+        "results/clip/clip.mp4": ("Result", "dreamed video (at the source"),
         "results/clip/clip_pairs.jpg": ("Before and after", "middle and last frame"),
         "results/clip/coherence.png": ("Coherence", "warping error of the dreamed frames"),
         "results/clip/clip_settings.json": ("Settings", "effective settings"),
-        "results/still/still.png": ("Result", "dreamed image"),
+        "results/still/still.png": ("Result", "for a single image the dreamed image"),
         "results/still/still_pairs.jpg": ("Before and after", "a single image has one row"),
         "results/still/still_settings.json": ("Settings", "effective settings"),
     }
