@@ -7,7 +7,7 @@ import torch
 from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
-from helpers import defaults, objective_value, pattern_array
+from helpers import assert_dreamed, assert_same_dream, defaults, objective_value, pattern_array
 
 torch.set_num_threads(2)
 
@@ -70,7 +70,7 @@ def test_dream_changes_the_image_but_keeps_shape_and_range(lite0):
     assert result.shape == image.shape
     assert result.min() >= 0.0 and result.max() <= 1.0
     assert ((result == 0.0) | (result == 1.0)).any()
-    assert (result - image).abs().mean() > 0.01
+    assert_dreamed(image, result, {**FAST, "octaves": 2, "step_size": 60})
 
 
 def test_same_seed_gives_identical_output(lite0, image):
@@ -304,13 +304,20 @@ def test_float16_gradients_do_not_underflow_on_a_large_frame(lite0):
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision):
     objective = objectives.parse(["block10"])
-    steady = {**FAST, "jitter": 0}  # without jitter the unshifted score must rise
-    exact = engine.dream(lite0, objective, image, engine.DreamParams(**steady))
+    # one step: rounding differences grow from step to step
+    one_step = {**FAST, "jitter": 0, "iterations": 1}
+    exact = engine.dream(lite0, objective, image, engine.DreamParams(**one_step))
+    reduced = engine.dream(
+        lite0, objective, image, engine.DreamParams(**one_step, precision=precision)
+    )
+    assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
+    assert_same_dream(image, reduced, exact, one_step)
+    # without jitter the unshifted score must rise, from the second step on (the first lowers it
+    # a little in float32 too)
+    steady = {**FAST, "jitter": 0}
     reduced = engine.dream(
         lite0, objective, image, engine.DreamParams(**steady, precision=precision)
     )
-    assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
-    assert float((reduced - exact).abs().mean()) < 0.02
     assert objective_value(lite0, objective, reduced) > objective_value(lite0, objective, image)
 
 
