@@ -284,3 +284,82 @@ def fill(folder, leave_bytes=0):
     usage = shutil.disk_usage(folder)
     with open(os.path.join(folder, "filler"), "wb") as handle:
         handle.write(b"\0" * max(0, usage.free - leave_bytes))
+
+
+# ---- "dreamed": how far a dream moved the pixels ----
+
+# Measured with the embedded EfficientNet-Lite0 on 64x36 and 48x48 pattern frames (CPU, step_size
+# 1.5): the mean |change| is 1.45 (0-255 units) after one iteration, 2.16 after two, 3.28 after
+# four, 2.86 for three octaves of two and 8.4 for the defaults (three octaves of ten, jitter 32).
+# Each step moves a pixel by step_size on average (the gradient is divided by its mean size), but
+# jitter turns the direction from step to step, so the change grows about as sqrt(iterations), and
+# the smaller octaves' detail is blurred by upscaling. Half of step_size * sqrt(iterations) stays
+# below every measured change by a factor of 1.9 or more; a step scaled by 0.01 moves pixels 0.015.
+DREAMED_FRACTION = 0.5
+# Dreams of one frame that differ only in rounding (bfloat16 or float16 autocast, other
+# convolution algorithms), after ONE iteration, Lite0 block4/block10, 36x64 to 96x128: the cosine of
+# their changes to the frame is 0.68-0.92 for bfloat16 and 0.95-1.0 for float16 against the float32
+# dream, while a dream of another layer gives -0.17-0.47 and of another seed 0.07-0.25. Their mean
+# pixel difference separates nothing: bfloat16 0.55-1.21 (0-255 units), a whole step 1.49. Rounding
+# differences grow from step to step, so only one-iteration dreams are compared.
+SAME_DREAM_COSINE = 0.6
+
+
+def _pixels(image):
+    """An image as float (H, W, 3) in 0-255 units: a path, a uint8 array, or a float array or
+    tensor in [0, 1] as the engine gives them ((1, 3, H, W) or (3, H, W) or (H, W, 3))."""
+    if isinstance(image, (str, os.PathLike)):
+        from dreamflow.images import read_rgb
+
+        return read_rgb(image).astype(np.float64)
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64) * 255.0
+    if array.ndim == 4:
+        (array,) = array
+    if array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)
+    return array.astype(np.float64)
+
+
+def dream_change(raw, dreamed):
+    """The mean absolute difference of two images of one size, in 0-255 units; each a path, a uint8
+    array or a float array or tensor in [0, 1]."""
+    before, after = _pixels(raw), _pixels(dreamed)
+    assert before.shape == after.shape, f"sizes differ: {before.shape} and {after.shape}"
+    return float(np.abs(after - before).mean())
+
+
+def least_dream_change(dream_settings):
+    """The smallest mean change (0-255 units) a dream with these settings makes: see
+    DREAMED_FRACTION. Settings not given take the schema defaults."""
+    settings = defaults("dream", **dream_settings)
+    return DREAMED_FRACTION * settings["step_size"] * settings["iterations"] ** 0.5
+
+
+def assert_dreamed(raw, dreamed, dream_settings):
+    """`dreamed` is `raw` dreamed with `dream_settings` (a dream section, defaults filled in for
+    missing keys), not a copy, a re-encoding or a dream of a much smaller step. Lossless images
+    only: JPEG noise alone can move pixels by as much."""
+    change, least = dream_change(raw, dreamed), least_dream_change(dream_settings)
+    assert change >= least, f"mean change {change:.3f} of 255 is below a dream's {least:.3f}"
+    return change
+
+
+def assert_same_dream(raw, dream, reference, dream_settings):
+    """`dream` and `reference` are the same one-iteration dream of `raw` within rounding (reduced
+    precision, other algorithms): both dreamed, their changes pointing the same way (cosine at least
+    SAME_DREAM_COSINE). Returns that cosine."""
+    settings = defaults("dream", **dream_settings)
+    assert settings["iterations"] == 1, "rounding differences grow with iterations: compare one"
+    assert_dreamed(raw, reference, settings)
+    assert_dreamed(raw, dream, settings)
+    before = _pixels(raw)
+    change, expected = (_pixels(dream) - before).ravel(), (_pixels(reference) - before).ravel()
+    cosine = float(change @ expected / (np.linalg.norm(change) * np.linalg.norm(expected)))
+    assert cosine >= SAME_DREAM_COSINE, (
+        f"the dreams' changes point apart: cosine {cosine:.2f}, below {SAME_DREAM_COSINE}"
+    )
+    return cosine

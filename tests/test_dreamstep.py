@@ -6,7 +6,14 @@ from dreamflow.dreamstep import Dreamer, pick_device, run_job, zoomed_input
 from dreamflow.errors import DreamflowError
 from dreamflow.images import read_rgb, to_tensor, write_rgb
 from dreamflow.job import FrameJob, JobSettings
-from helpers import TINY_DREAM, defaults, objective_value, pattern_array
+from helpers import (
+    TINY_DREAM,
+    assert_dreamed,
+    assert_same_dream,
+    defaults,
+    objective_value,
+    pattern_array,
+)
 
 FAST_DREAM = defaults("dream", **TINY_DREAM, device="cpu")  # block4, which the schedules below use
 THREADS = 2
@@ -43,7 +50,7 @@ def test_run_job_writes_a_dreamed_frame_of_the_same_size(dreamer, tmp_path):
     run_job(job, dreamer)
     dreamed = read_rgb(tmp_path / "out" / "000001.png")
     assert dreamed.shape == frame.shape
-    assert not np.array_equal(dreamed, frame)
+    assert_dreamed(frame, dreamed, FAST_DREAM)
 
 
 def test_a_prepared_frame_is_dreamed_as_it_is_even_with_a_noise_start(tmp_path):
@@ -215,15 +222,35 @@ def test_a_missing_frame_without_zoom_is_an_error(dreamer, tmp_path):
         run_job(frame_job(dreamer, 2, tmp_path / "out.png"), dreamer)
 
 
-def test_cudnn_benchmark_changes_nothing_on_the_cpu(dreamer):
+def test_cudnn_benchmark_reaches_torch_on_a_cuda_dreamer_and_is_left_alone_on_the_cpu(dreamer):
+    """The setting is applied per call, from each dreamer's own settings (a model server holds
+    dreamers of several); on the CPU it is not touched."""
+    import torch
+
     frame = pattern_array(36, 64).copy()
-    benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=THREADS)
-    assert np.array_equal(benchmarked.dream_array(frame), dreamer.dream_array(frame))
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        benchmarked = Dreamer({**FAST_DREAM, "cudnn_benchmark": True}, threads=THREADS)
+        assert np.array_equal(benchmarked.dream_array(frame), dreamer.dream_array(frame))
+        assert torch.backends.cudnn.benchmark is False
+        for setting in (True, False):
+            # the switch the CUDA path flips, seen without a GPU: a dreamer whose device says cuda
+            # and whose model stays on the CPU (the engine follows the image's device, set to CPU)
+            cuda_dreamer = Dreamer({**FAST_DREAM, "cudnn_benchmark": setting}, threads=THREADS)
+            cuda_dreamer.device = torch.device("cuda")
+            torch.backends.cudnn.benchmark = not setting
+            with pytest.raises((AssertionError, RuntimeError)):
+                cuda_dreamer.dream_array(frame)  # no CUDA here: moving the image fails
+            assert torch.backends.cudnn.benchmark is setting
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
-def test_a_reduced_precision_dreamer_dreams_close_to_the_float32_one(dreamer):
+def test_a_reduced_precision_dreamer_dreams_close_to_the_float32_one():
     frame = pattern_array(36, 64).copy()
-    reduced = Dreamer({**FAST_DREAM, "precision": "bfloat16"}, threads=THREADS).dream_array(frame)
-    exact = dreamer.dream_array(frame)
+    one_step = {**FAST_DREAM, "iterations": 1}
+    exact = Dreamer(one_step, threads=THREADS).dream_array(frame)
+    reduced = Dreamer({**one_step, "precision": "bfloat16"}, threads=THREADS).dream_array(frame)
     assert reduced.shape == exact.shape and not np.array_equal(reduced, exact)
-    assert np.abs(reduced.astype(int) - exact.astype(int)).mean() < 5  # of 255
+    assert_same_dream(frame, reduced, exact, one_step)

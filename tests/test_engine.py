@@ -1,3 +1,4 @@
+import os
 import re
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
-from helpers import defaults, objective_value, pattern_array
+from helpers import assert_dreamed, assert_same_dream, defaults, objective_value, pattern_array
 
 torch.set_num_threads(2)
 
@@ -70,7 +71,7 @@ def test_dream_changes_the_image_but_keeps_shape_and_range(lite0):
     assert result.shape == image.shape
     assert result.min() >= 0.0 and result.max() <= 1.0
     assert ((result == 0.0) | (result == 1.0)).any()
-    assert (result - image).abs().mean() > 0.01
+    assert_dreamed(image, result, {**FAST, "octaves": 2, "step_size": 60})
 
 
 def test_same_seed_gives_identical_output(lite0, image):
@@ -304,13 +305,20 @@ def test_float16_gradients_do_not_underflow_on_a_large_frame(lite0):
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_an_autocast_dream_looks_like_the_float32_dream(lite0, image, precision):
     objective = objectives.parse(["block10"])
-    steady = {**FAST, "jitter": 0}  # without jitter the unshifted score must rise
-    exact = engine.dream(lite0, objective, image, engine.DreamParams(**steady))
+    # one step: rounding differences grow from step to step
+    one_step = {**FAST, "jitter": 0, "iterations": 1}
+    exact = engine.dream(lite0, objective, image, engine.DreamParams(**one_step))
+    reduced = engine.dream(
+        lite0, objective, image, engine.DreamParams(**one_step, precision=precision)
+    )
+    assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
+    assert_same_dream(image, reduced, exact, one_step)
+    # without jitter the unshifted score must rise, from the second step on (the first lowers it
+    # a little in float32 too)
+    steady = {**FAST, "jitter": 0}
     reduced = engine.dream(
         lite0, objective, image, engine.DreamParams(**steady, precision=precision)
     )
-    assert reduced.shape == exact.shape and 0.0 <= reduced.min() and reduced.max() <= 1.0
-    assert float((reduced - exact).abs().mean()) < 0.02
     assert objective_value(lite0, objective, reduced) > objective_value(lite0, objective, image)
 
 
@@ -347,3 +355,30 @@ def test_a_float16_step_that_overflows_is_redone_in_float32(image):
     assert not torch.isfinite(raw).all()
     gradient = engine.objective_gradient(model, objective, image, "float16")
     assert torch.equal(gradient, engine.objective_gradient(model, objective, image))
+
+
+def test_tiling_bounds_the_memory_of_a_dream_step():
+    """The README's claim, measured as the benchmark does (tests/benchmarks/peak_memory.py): the
+    peak RSS a fresh process adds over its loaded model for one step at block10 of a 960x540 frame.
+    Measured at 1280x720: untiled 1350 MiB, tiles of 256 206 MiB; RSS does not depend on load."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import dreamflow
+
+    script = Path(__file__).parent / "benchmarks" / "peak_memory.py"
+    package_root = str(Path(dreamflow.__file__).parents[1])
+    added = {}
+    for tile in (0, 256):
+        result = subprocess.run(
+            [sys.executable, str(script), "--child", "540", "960", str(tile), "--threads", "2"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": package_root},
+        )
+        measured = json.loads(result.stdout.splitlines()[-1])
+        added[tile] = measured["peak_mib"] - measured["loaded_mib"]
+    assert added[256] < 0.5 * added[0], added

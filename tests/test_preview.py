@@ -16,7 +16,15 @@ from dreamflow.plan import Plan
 from dreamflow.preview import grab_frame
 from dreamflow.sheet import GAP, LABEL_HEIGHT, contact_sheet
 from dreamflow.sweep import sweep_cells
-from helpers import TINY_DREAM, VIDEO_FPS, make_video, tiny_config
+from helpers import (
+    TINY_DREAM,
+    VIDEO_FPS,
+    assert_dreamed,
+    dream_change,
+    least_dream_change,
+    make_video,
+    tiny_config,
+)
 
 TIMES = [0.0, 0.5]
 CELLS = [
@@ -166,6 +174,11 @@ def test_a_video_sweep_dreams_only_the_frames_at_its_times_like_dreamflow_previe
     assert names == CELLS
     dreams = [read_rgb(project.path("results", "tiny", "sweep", name)) for name in names]
     assert all(dream.shape == (28, 48, 3) for dream in dreams)
+    for index, dream in enumerate(dreams):  # each cell dreams its time's frame
+        grabbed = project.path("work", "tiny", "sweep", f"{TIMES[index // 2]}s.png")
+        assert_dreamed(grabbed, dream, TINY_DREAM)
+    for first, second in (dreams[0:2], dreams[2:4]):  # a time's two cells: each its own layer
+        assert dream_change(first, second) >= least_dream_change(TINY_DREAM)
     sheet = read_rgb(project.path("results", "tiny", "tiny_sweep.png"))
     assert sheet.shape[0] == GAP + 2 * (28 + LABEL_HEIGHT + GAP)
     cell_width = (sheet.shape[1] - GAP) // 2 - GAP

@@ -1,20 +1,27 @@
 """End to end: real Snakemake, real ffmpeg, real torch, on tiny inputs."""
 
+import itertools
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from dreamflow.images import read_rgb
+from dreamflow.sheet import GAP, LABEL_HEIGHT
 from helpers import (
     TINY_DREAM,
     Workflow,
+    assert_dreamed,
     copy_workflow,
+    dream_change,
     ffprobe_streams,
     fill,
+    least_dream_change,
     make_video,
     png_claiming_size,
     small_disk,
@@ -44,8 +51,8 @@ def test_video_keeps_fps_frame_count_and_audio(finished_plain):
 
 def test_dreamed_frames_differ_from_the_source(finished_plain):
     flow = Workflow(finished_plain)
-    raw = flow.path("work", "tiny", "frames", "000003.png").read_bytes()
-    assert dreamed(flow, "000003.png").read_bytes() != raw
+    for frame in FRAMES:
+        assert_dreamed(flow.path("work", "tiny", "frames", frame), dreamed(flow, frame), TINY_DREAM)
 
 
 def test_nothing_to_do_on_an_unchanged_rerun(finished_plain, tmp_path):
@@ -427,9 +434,20 @@ def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
     assert result.returncode == 0, result.output
     names = sorted(os.listdir(project.path("results", "tiny", "sweep")))
     assert names == ["01-block2.png", "02-block4-3.png", "03-block3+block5.png"]
-    sheet = Image.open(project.path("results", "tiny", "tiny_sweep.png"))
-    assert sheet.size[0] > 2 * 48 and sheet.size[1] > 2 * 32
-    assert flow_images_differ(project.path("results", "tiny", "sweep"), names)
+    # the sheet holds each dream on a two-column grid, a label under each
+    sheet = read_rgb(project.path("results", "tiny", "tiny_sweep.png"))
+    cell_width = (sheet.shape[1] - GAP) // 2 - GAP
+    assert sheet.shape[0] == GAP + 2 * (32 + LABEL_HEIGHT + GAP) and cell_width >= 48
+    for index, name in enumerate(names):
+        row, column = divmod(index, 2)
+        top, left = GAP + row * (32 + LABEL_HEIGHT + GAP), GAP + column * (cell_width + GAP)
+        tile = sheet[top : top + 32, left : left + 48]
+        assert np.array_equal(tile, read_rgb(project.path("results", "tiny", "sweep", name)))
+    sweep = [project.path("results", "tiny", "sweep", name) for name in names]
+    for image in sweep:
+        assert_dreamed(project.path("still.png"), image, TINY_DREAM)
+    for first, second in itertools.combinations(sweep, 2):  # each its own layers' dream
+        assert dream_change(first, second) >= least_dream_change(TINY_DREAM)
 
     # `dreamflow sweep` is the same sweep: the same files, byte for byte
     tiny = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
@@ -462,11 +480,6 @@ def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
     )
 
 
-def flow_images_differ(folder, names):
-    contents = {(folder / name).read_bytes() for name in names}
-    return len(contents) == len(names)
-
-
 def test_zoom_on_a_video_is_a_config_error(project, tiny_video):
     config = tiny_config(tiny_video)
     config["inputs"]["tiny"]["zoom"] = {"frames": 3}
@@ -487,6 +500,27 @@ def test_fetch_models_plans_one_local_fetch_per_missing_weights_file(project, ti
     result = project.run("--dry-run", "fetch_models", env={"TORCH_HOME": str(cache)})
     assert result.returncode == 0, result.output
     assert f"Fetching {cache}/hub/checkpoints/googlenet-1378be20.pth" in result.output
+
+
+def test_fetch_model_without_internet_stops_in_one_line_naming_the_weights_file(project):
+    """What a run shows when torchvision weights are missing and cannot be downloaded; a proxy on a
+    closed port makes the hub unreachable wherever this runs."""
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(project.path("still.png"))
+    project.write_config(
+        tiny_config("still.png", dream={"model": "googlenet", "layers": ["inception3a"]})
+    )
+    closed = "http://127.0.0.1:9"
+    offline = {"https_proxy": closed, "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
+    result = project.run(env={"TORCH_HOME": str(project.path("torch")), **offline})
+    assert result.returncode != 0
+    url = "https://download.pytorch.org/models/googlenet-1378be20.pth"
+    log = project.path("work", "logs", "fetch_model", "googlenet-1378be20.pth.log").read_text()
+    (line,) = log.splitlines()
+    assert line.startswith(f"dreamflow: error: could not download {url}: "), line
+    assert line in result.output
+    assert "Traceback" not in result.output
+    assert not project.path("torch", "hub", "checkpoints", "googlenet-1378be20.pth").exists()
+    assert not project.path("results").exists()
 
 
 def test_googlenet_dreams_from_weights_already_in_the_cache(project):

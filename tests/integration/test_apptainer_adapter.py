@@ -25,6 +25,7 @@ import yaml
 
 from dreamflow.models import weights_cache_file
 from dreamflow.serving import client
+from helpers import assert_dreamed, ffprobe_streams
 
 from .conftest import REPO, SUMMARY, podman_env, project_copy
 
@@ -35,6 +36,8 @@ LABEL = "apptainer-test-adapter=1"
 DREAMER = re.compile(
     r"^dreamflow: dreamed by the model server: pid (\d+), python (\S+), host (\S+)$", re.MULTILINE
 )
+DEMO_DREAM = {"iterations": 5}
+CAT_DREAM = {"model": "googlenet", "layers": ["inception3b"], "octaves": 1, "iterations": 2}
 FRAMES = 6  # of the demo's 30, at half its width: a blend chain of several jobs, cheap on 2 cores
 
 
@@ -113,17 +116,12 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
                         "demo": {
                             "path": "workflow/resources/demo/demo.mp4",
                             "frames": {"end": FRAMES, "width": 160},
-                            "dream": {"iterations": 5},
+                            "dream": DEMO_DREAM,
                         },
                         "cat": {
                             "path": "workflow/resources/demo/chelsea.jpg",
                             "frames": {"width": 96},
-                            "dream": {
-                                "model": "googlenet",
-                                "layers": ["inception3b"],
-                                "octaves": 1,
-                                "iterations": 2,
-                            },
+                            "dream": CAT_DREAM,
                         },
                     }
                 }
@@ -201,9 +199,17 @@ def test_every_job_ran_in_the_image_and_made_the_results(container_run):
     assert {"probe", "extract_frames", "dream_frame", "encode", "publish_image"} <= set(jobs)
     # every job but `all` (which runs nothing) ran its command in the image
     assert output.count("Activating singularity image") == len(jobs) - jobs.count("all")
-    assert len(list((project / "work/demo/dreamed").glob("*.png"))) == FRAMES
-    assert (project / "results/demo/demo.mp4").stat().st_size > 0
-    assert (project / "results/cat/cat.png").stat().st_size > 0
+    dreamed = sorted((project / "work/demo/dreamed").glob("*.png"))
+    assert len(dreamed) == FRAMES
+    for frame in dreamed:
+        assert_dreamed(project / "work/demo/frames" / frame.name, frame, DEMO_DREAM)
+    (video,) = [
+        s for s in ffprobe_streams(project / "results/demo/demo.mp4") if s["codec_type"] == "video"
+    ]
+    assert int(video["nb_read_frames"]) == FRAMES
+    assert_dreamed(
+        project / "work/cat/frames/000001.png", project / "results/cat/cat.png", CAT_DREAM
+    )
     assert (
         project / ".snakemake/singularity"
     ).is_dir()  # Snakemake pulled the docker:// image (a marker)
@@ -239,7 +245,10 @@ def test_googlenet_weights_came_from_the_bind_mounted_cache(container_run):
     logs = "".join(path.read_text() for path in container_run["server_dir"].glob("*.log"))
     # the image has no GoogLeNet weights: the server could only load them through the bind
     assert re.search(r"loaded googlenet in [\d.]+ s", logs), logs[-3000:]
-    assert (container_run["project"] / "results/cat/cat.png").stat().st_size > 0
+    project = container_run["project"]
+    assert_dreamed(
+        project / "work/cat/frames/000001.png", project / "results/cat/cat.png", CAT_DREAM
+    )
 
 
 def test_the_profiles_gpu_flag_is_reported_as_not_emulated(container_run):
