@@ -517,6 +517,10 @@ def test_fetch_model_without_internet_stops_in_one_line_naming_the_weights_file(
     log = project.path("work", "logs", "fetch_model", "googlenet-1378be20.pth.log").read_text()
     (line,) = log.splitlines()
     assert line.startswith(f"dreamflow: error: could not download {url}: "), line
+    # and what to type instead, as the README says
+    assert line.endswith(
+        "run: dreamflow fetch-models --model googlenet --from googlenet-1378be20.pth"
+    ), line
     assert line in result.output
     assert "Traceback" not in result.output
     assert not project.path("torch", "hub", "checkpoints", "googlenet-1378be20.pth").exists()

@@ -545,7 +545,14 @@ def fetch_weights(model, url=None, source=None):
         if source:
             _copy(source, partial)
         else:
-            _download(origin, partial, check_hash_of=os.path.basename(target))
+            try:
+                _download(origin, partial, check_hash_of=os.path.basename(target))
+            except DreamflowError as error:
+                # GPU nodes often have no internet: say how to bring the file in by hand
+                raise DreamflowError(
+                    f"{error}; download it where there is internet and run: dreamflow "
+                    f"fetch-models --model {model} --from {os.path.basename(target)}"
+                ) from None
         if model in FLOW_WEIGHTS:
             net = flow_network(model)
         else:
