@@ -9,6 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
+from dreamflow.images import read_rgb, write_rgb
+from dreamflow.models import default_weights_file
 from helpers import (
     TINY_DREAM,
     TINY_RESOURCES,
@@ -42,7 +44,7 @@ def snapshot(folder):
             path = os.path.join(root, name)
             stat = os.stat(path)
             with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                digest = hashlib.sha256(handle.read()).hexdigest()
             files[os.path.relpath(path, folder)] = (digest, stat.st_size, stat.st_mtime_ns)
     return files
 
@@ -52,9 +54,6 @@ def run(tmp_path_factory):
     """A finished run of a turned video dreamed from a later second, a video resampled to another
     fps and encoded as H.265, and an image dreamed towards a guide image with a weights file; and
     the snapshot of its inputs taken before it."""
-    from dreamflow.images import write_rgb
-    from dreamflow.models import default_weights_file
-
     flow = Workflow(tmp_path_factory.mktemp("content"))
     media = flow.path("media")
     media.mkdir()
@@ -116,16 +115,15 @@ def test_the_audio_of_a_frame_range_is_the_sources_from_its_first_frame(run):
 
 
 def test_frames_fps_resamples_to_that_rate_each_frame_from_its_time(run):
-    """Each extracted frame is a source frame within a source frame's time of its own time (the
-    one on screen then, or the nearest), and the video lasts as long as the source."""
+    """Each extracted frame is the source frame on screen at its time or the next (ffmpeg takes
+    the nearest): less than one source frame's duration from its own time; and the video lasts as
+    long as the source."""
     flow, _ = run
     source = video_frames(flow.path("media", "tiny.mp4")).astype(int)
     folder = flow.path("work", "resampled", "frames")
     names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
     count = VIDEO_FRAMES * RESAMPLED_FPS // VIDEO_FPS
     assert names == [f"{n:06d}.png" for n in range(1, count + 1)]
-    from dreamflow.images import read_rgb
-
     shown = []
     for name in names:
         differences = np.abs(source - read_rgb(folder / name).astype(int)).mean(axis=(1, 2, 3))
