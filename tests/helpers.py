@@ -120,6 +120,184 @@ def pattern_array(height=VIDEO_HEIGHT, width=VIDEO_WIDTH, seed=0):
     return np.asarray(small.resize((width, height), Image.BICUBIC))
 
 
+# ---- media whose content can be checked: a corner marker, a turned picture, a stepped tone ----
+
+MARKER_SIZE = 12  # pixels of the bright square at the top left of every stored frame
+TONE_STEP_HZ = 300  # second k of a marker video's tone (from 0) is a sine of TONE_STEP_HZ * (k + 1)
+
+
+def make_marker_video(
+    path,
+    *,
+    rotation=0,
+    seconds=3,
+    fps=VIDEO_FPS,
+    size=f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}",
+    rate=44100,
+):
+    """An H.264 mp4 of a dark frame with a white square in its top left corner, shown turned
+    `rotation` degrees clockwise (its track's display matrix, as phones write it), with an AAC tone
+    whose pitch steps up every second: TONE_STEP_HZ, then twice that, and so on. Returns the path
+    as a string."""
+    marker = f"drawbox=x=0:y=0:w={MARKER_SIZE}:h={MARKER_SIZE}:color=white:t=fill"
+    tone = f"sin(2*PI*{TONE_STEP_HZ}*(1+floor(t))*t)"
+    run_ffmpeg(
+        *("-f", "lavfi", "-i", f"color=c=0x282828:size={size}:rate={fps},{marker}"),
+        *("-f", "lavfi", "-i", f"aevalsrc=exprs='{tone}':s={rate}"),
+        *("-t", seconds, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"),
+        # the index first, so that the track header is found before any media bytes
+        *("-movflags", "+faststart", path),
+    )
+    if rotation:
+        set_display_rotation(path, rotation)
+    return str(path)
+
+
+def _boxes(data, start, end):
+    """(type, offset of its content, end) of each ISO BMFF box between `start` and `end`."""
+    while start + 8 <= end:
+        size = int.from_bytes(data[start : start + 4], "big")
+        kind = data[start + 4 : start + 8].decode("latin-1")
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8 : start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        yield kind, start + header, start + size
+        start += size
+
+
+def set_display_rotation(path, degrees):
+    """Set the display matrix of the mp4's video track to a turn of `degrees` (a multiple of 90)
+    clockwise, written the way the QuickTime file format defines it (a point x, y of the stored
+    picture is shown at a*x + c*y + tx, b*x + d*y + ty, y pointing down), independent of how
+    ffmpeg's rotate tag reads it."""
+    import struct
+
+    data = bytearray(Path(path).read_bytes())
+    moov = next(box for box in _boxes(data, 0, len(data)) if box[0] == "moov")
+    for kind, start, end in _boxes(data, moov[1], moov[2]):
+        children = {k: (s, e) for k, s, e in _boxes(data, start, end)} if kind == "trak" else {}
+        handler = [s for k, s, _ in _boxes(data, *children.get("mdia", (0, 0))) if k == "hdlr"]
+        if not handler or data[handler[0] + 8 : handler[0] + 12] != b"vide":
+            continue
+        tkhd, tkhd_end = children["tkhd"]
+        # the box ends with the stored picture's width and height, 16.16 fixed point
+        width = int.from_bytes(data[tkhd_end - 8 : tkhd_end - 6], "big")
+        height = int.from_bytes(data[tkhd_end - 4 : tkhd_end - 2], "big")
+        cos, sin, tx, ty = {
+            0: (1, 0, 0, 0),
+            90: (0, 1, height, 0),
+            180: (-1, 0, width, height),
+            270: (0, -1, 0, width),
+        }[degrees % 360]  # the translation keeps the turned picture at positive coordinates
+        one = 1 << 16
+        matrix = (cos * one, sin * one, 0, -sin * one, cos * one, 0, tx * one, ty * one, 1 << 30)
+        # version and flags; times, track id and duration (64-bit times in version 1); reserved,
+        # layer, alternate group, volume, reserved; then the matrix
+        times = 4 + 4 + 4 + 4 + 4 if data[tkhd] == 0 else 8 + 8 + 4 + 4 + 8
+        offset = tkhd + 4 + times + 8 + 2 + 2 + 2 + 2
+        data[offset : offset + 36] = struct.pack(">9i", *matrix)
+        Path(path).write_bytes(bytes(data))
+        return
+    raise ValueError(f"{path} has no video track")
+
+
+def video_frames(path):
+    """Every frame of a video as ffmpeg shows it (turned upright by its display matrix), as a
+    (frames, height, width, 3) uint8 array."""
+    (stream,) = [s for s in ffprobe_streams(path) if s["codec_type"] == "video"]
+    rotation = next(
+        (int(d["rotation"]) for d in stream.get("side_data_list", []) if "rotation" in d), 0
+    )
+    width, height = int(stream["width"]), int(stream["height"])
+    if rotation % 180:
+        width, height = height, width
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "rawvideo"]
+        + ["-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def marker_corner(image):
+    """The corner ("top left", "top right", "bottom left", "bottom right") of the quarter of
+    `image` (height, width[, channels]) that holds the bright marker; asserts that one quarter is
+    clearly the brightest."""
+    gray = np.asarray(image, dtype=float)
+    if gray.ndim == 3:
+        gray = gray.mean(axis=2)
+    half_h, half_w = gray.shape[0] // 2, gray.shape[1] // 2
+    quarters = {
+        "top left": gray[:half_h, :half_w],
+        "top right": gray[:half_h, -half_w:],
+        "bottom left": gray[-half_h:, :half_w],
+        "bottom right": gray[-half_h:, -half_w:],
+    }
+    means = {corner: float(quarter.mean()) for corner, quarter in quarters.items()}
+    brightest = max(means, key=means.get)
+    others = [mean for corner, mean in means.items() if corner != brightest]
+    assert means[brightest] > 1.5 * max(others), f"no quarter clearly holds the marker: {means}"
+    return brightest
+
+
+def stored_marker_corner_when_turned(size, rotation):
+    """Where a marker video's marker is shown when its stored picture of `size` (width, height)
+    is turned `rotation` degrees clockwise: worked out by turning an array, not by ffmpeg."""
+    width, height = size
+    stored = np.zeros((height, width))
+    stored[:MARKER_SIZE, :MARKER_SIZE] = 255
+    return marker_corner(np.rot90(stored, k=-(rotation // 90)))  # negative k: clockwise
+
+
+def audio_samples(path, rate=44100):
+    """The first audio stream of a media file, decoded by ffmpeg to mono float samples."""
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1"]
+        + ["-ar", str(rate), "-f", "f32le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, np.float32)
+
+
+def pitch(samples, rate=44100, start=0.0, end=None):
+    """The strongest frequency (Hz) of `samples` between `start` and `end` seconds."""
+    part = samples[int(start * rate) : None if end is None else int(end * rate)]
+    spectrum = np.abs(np.fft.rfft(part * np.hanning(len(part))))
+    return float(np.fft.rfftfreq(len(part), 1 / rate)[np.argmax(spectrum)])
+
+
+def assert_audio_is_the_source_from(output, source, offset, rate=44100):
+    """Assert that the audio of `output` is that of the marker video `source` from `offset`
+    seconds on: the pitch of its first half second is the source's there, and so is the pitch of
+    each tenth of a second that does not touch one of the source's pitch steps (at whole seconds;
+    a compressed packet's length, about 0.02 s, is allowed either way). A start a sixth of a
+    second off puts one of those tenths on the wrong step."""
+    heard, played = audio_samples(output, rate), audio_samples(source, rate)
+    tolerance = TONE_STEP_HZ / 10
+    first, expected = pitch(heard, rate, 0, 0.5), pitch(played, rate, offset, offset + 0.5)
+    assert abs(first - expected) < tolerance, (
+        f"the first half second of {output} is at {first:g} Hz, the source at {offset:g} s at "
+        f"{expected:g} Hz"
+    )
+    windows = 0
+    for start in np.arange(0, len(heard) / rate - 0.1, 0.1):
+        source_start = offset + start
+        if np.floor(source_start - 0.03) != np.floor(source_start + 0.1 + 0.03):
+            continue
+        got = pitch(heard, rate, start, start + 0.1)
+        expected = pitch(played, rate, source_start, source_start + 0.1)
+        assert abs(got - expected) < tolerance, (
+            f"{output} at {start:.1f} s is at {got:g} Hz, the source at {source_start:.2f} s at "
+            f"{expected:g} Hz"
+        )
+        windows += 1
+    assert windows >= 4, f"{output} is too short to check its audio's start"
+
+
 # ---- settings and objectives ----
 
 

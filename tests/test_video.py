@@ -1,7 +1,6 @@
 import json
 import os
 import re
-import subprocess
 from fractions import Fraction
 
 import numpy as np
@@ -15,11 +14,15 @@ from helpers import (
     VIDEO_FRAMES,
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
+    assert_audio_is_the_source_from,
     defaults,
     ffprobe_streams,
     make_audio,
+    make_marker_video,
     make_video,
+    marker_corner,
     solid_image,
+    stored_marker_corner_when_turned,
     truncated_video,
 )
 
@@ -200,14 +203,18 @@ def test_encode_keeps_fps_frame_count_and_audio(clip_probe, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["frames", "out.mp4"]
 
 
-def test_encode_of_a_range_trims_the_audio_to_the_frames(clip_probe, tmp_path):
-    settings = defaults("frames", start=2, end=4)
-    video.extract(clip_probe, settings, str(tmp_path / "frames"))
+def test_encode_of_a_range_trims_the_audio_to_the_frames(tmp_path):
+    source = make_marker_video(tmp_path / "toned.mp4", seconds=3)
+    probed = video.probe(source)
+    # at 6 fps, frames 10-15 are 1.5 s to 2.5 s: half a second of each of two pitches
+    settings = defaults("frames", start=10, end=15)
+    video.extract(probed, settings, str(tmp_path / "frames"))
     paths = sorted(str(p) for p in (tmp_path / "frames").iterdir())
-    video.encode(clip_probe, settings, ENCODE, paths, str(tmp_path / "out.mp4"))
+    video.encode(probed, settings, ENCODE, paths, str(tmp_path / "out.mp4"))
     streams = ffprobe_streams(tmp_path / "out.mp4")
-    assert int(stream(streams, "video")["nb_read_frames"]) == 3
-    assert float(stream(streams, "audio")["duration"]) == pytest.approx(3 / VIDEO_FPS, abs=0.1)
+    assert int(stream(streams, "video")["nb_read_frames"]) == 6
+    assert float(stream(streams, "audio")["duration"]) == pytest.approx(6 / VIDEO_FPS, abs=0.1)
+    assert_audio_is_the_source_from(tmp_path / "out.mp4", source, offset=1.5)
 
 
 def test_encode_without_audio_when_disabled(clip_probe, tmp_path):
@@ -249,31 +256,20 @@ def test_write_probe_writes_json(clip, tmp_path):
     assert json.loads((tmp_path / "probe.json").read_text())["frame_count"] == VIDEO_FRAMES
 
 
-def test_a_rotated_phone_video_is_probed_and_extracted_upright(clip, tmp_path):
-    """A 90-degree display matrix (as phones write) swaps width and height; frames come out
-    upright."""
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            clip,
-            "-c",
-            "copy",
-            "-metadata:s:v",
-            "rotate=90",
-            str(rotated),
-        ],
-        check=True,
-    )
-    probed = video.probe(str(rotated))
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_a_rotated_phone_video_is_probed_and_extracted_upright(tmp_path, rotation):
+    """A display matrix turning the picture a quarter (as phones write) swaps width and height;
+    frames come out turned the way it says: the corner marker is where the turned picture has
+    it, so a turn the wrong way round fails."""
+    rotated = make_marker_video(tmp_path / "rotated.mp4", rotation=rotation, seconds=1)
+    probed = video.probe(rotated)
     assert probed["rotation"] in (90, 270)
     assert (probed["width"], probed["height"]) == (VIDEO_HEIGHT, VIDEO_WIDTH)
-    video.extract(probed, defaults("frames"), str(tmp_path / "frames"))
-    assert read_rgb(tmp_path / "frames" / "000001.png").shape[:2] == (VIDEO_WIDTH, VIDEO_HEIGHT)
+    video.extract(probed, defaults("frames", end=1), str(tmp_path / "frames"))
+    frame = read_rgb(tmp_path / "frames" / "000001.png")
+    assert frame.shape[:2] == (VIDEO_WIDTH, VIDEO_HEIGHT)
+    expected = stored_marker_corner_when_turned((VIDEO_WIDTH, VIDEO_HEIGHT), rotation)
+    assert marker_corner(frame) == expected
 
 
 # ---- videos shorter than their header says ----

@@ -132,12 +132,20 @@ def test_blend_carries_the_previous_dream(finished_plain, finished_blend):
 
 
 @pytest.mark.parametrize(
-    ("section", "change", "dreams"),
-    [("dream", {"step_size": 3.0}, 6), ("encode", {"crf": 30}, 0)],
-    ids=["a dream parameter reruns the dreams", "encode quality only re-encodes"],
+    ("section", "change", "extracts", "dreams"),
+    [
+        ("frames", {"width": 32}, 1, 6),
+        ("dream", {"step_size": 3.0}, 0, 6),
+        ("encode", {"crf": 30}, 0, 0),
+    ],
+    ids=[
+        "a frames setting re-extracts and reruns every dream",
+        "a dream parameter reruns the dreams",
+        "encode quality only re-encodes",
+    ],
 )
 def test_a_changed_setting_reruns_what_depends_on_it(
-    finished_plain, tmp_path, section, change, dreams
+    finished_plain, tmp_path, section, change, extracts, dreams
 ):
     flow = copy_workflow(finished_plain, tmp_path / "copy")
     config = flow.read_config()
@@ -145,6 +153,7 @@ def test_a_changed_setting_reruns_what_depends_on_it(
     flow.write_config(config)
     result = flow.run()
     assert result.returncode == 0, result.output
+    assert flow.finished(result, "extract_frames") == extracts
     assert flow.finished(result, "dream_frame") == dreams
     assert flow.finished(result, "encode") == 1
 
