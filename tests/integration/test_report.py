@@ -17,9 +17,8 @@ import time
 import pytest
 from PIL import Image
 
-from helpers import Workflow, make_video, pattern_array, tiny_config
-
-from .conftest import REPO, SUMMARY, unavailable
+from helpers import REPO, Workflow, make_video, pattern_array, tiny_config
+from integration.services import SUMMARY, unavailable
 
 pytestmark = pytest.mark.integration
 
