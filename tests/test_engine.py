@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import numpy as np
@@ -7,11 +8,12 @@ import torch
 from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
-from helpers import defaults, objective_value, pattern_array
+from helpers import TINY_DREAM, defaults, objective_value, pattern_array
 
 torch.set_num_threads(2)
 
-FAST = dict(octaves=1, octave_scale=1.4, iterations=2, step_size=1.5, jitter=4, seed=0)
+# the engine's parameters of the tiny dream
+FAST = dataclasses.asdict(engine.DreamParams.from_settings(defaults("dream", **TINY_DREAM)))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import (
-    TINY_DREAM,
+    TINY_DREAM_OPTIONS,
     Workflow,
     copy_workflow,
     ffprobe_streams,
@@ -432,7 +432,6 @@ def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
     assert flow_images_differ(project.path("results", "tiny", "sweep"), names)
 
     # `dreamflow sweep` is the same sweep: the same files, byte for byte
-    tiny = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
     command = [
         sys.executable,
         "-m",
@@ -450,7 +449,9 @@ def test_layer_sweep_makes_one_image_per_item_and_a_contact_sheet(project):
         "--threads",
         "1",
     ]
-    subprocess.run(command + tiny, cwd=project.path(), check=True, capture_output=True)
+    subprocess.run(
+        command + TINY_DREAM_OPTIONS, cwd=project.path(), check=True, capture_output=True
+    )
     by_hand = project.path("by-hand")
     assert sorted(os.listdir(by_hand / "sweep")) == names
     for name in names:

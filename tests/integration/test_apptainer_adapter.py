@@ -25,8 +25,8 @@ import yaml
 
 from dreamflow.models import weights_cache_file
 from dreamflow.serving import client
-
-from .conftest import REPO, SUMMARY, podman_env, project_copy
+from helpers import REPO, TINY_DREAM
+from integration.services import SUMMARY, podman_env, project_copy
 
 pytestmark = pytest.mark.integration
 
@@ -119,10 +119,9 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
                             "path": "workflow/resources/demo/chelsea.jpg",
                             "frames": {"width": 96},
                             "dream": {
+                                **TINY_DREAM,
                                 "model": "googlenet",
                                 "layers": ["inception3b"],
-                                "octaves": 1,
-                                "iterations": 2,
                             },
                         },
                     }
