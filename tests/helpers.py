@@ -26,6 +26,9 @@ VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES, VIDEO_FPS = 64, 36, 6, 6
 
 # small enough for a 2-core CPU, real enough to exercise every step
 TINY_DREAM = {"octaves": 1, "iterations": 2, "jitter": 4, "layers": ["block4"]}
+# the same as command-line options of `dreamflow dream`, `sweep` and `preview` (each test names
+# its own layers)
+TINY_DREAM_OPTIONS = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
 TINY_RESOURCES = {"dream_threads": 1, "ffmpeg_threads": 1}
 
 # model servers of finished test workflows should not linger (each holds ~0.7 GB)
@@ -328,6 +331,17 @@ def write_scene_frames(folder, lengths, size=(VIDEO_WIDTH, VIDEO_HEIGHT), shift=
     return str(folder)
 
 
+def job_settings(**dream):
+    """The settings text of a frame job as the workflow writes it: TINY_DREAM on the CPU, with
+    `dream` overriding."""
+    from dreamflow.job import settings_text
+
+    dream = dreamflow_config.resolve_dream(
+        defaults("dream", **{**TINY_DREAM, "device": "cpu", **dream})
+    )
+    return settings_text({"dream": dream, "zoom": None, "jpg_quality": 95})
+
+
 def objective_value(model, objective, image):
     """What `objective` gives for `image` through the model's own activations, as a float: the
     quantity a dream ascends, to check that dreaming raised it."""
@@ -367,12 +381,20 @@ class Workflow:
             *args,
         ]
 
+    def environment(self, env=None):
+        """The environment of a run: this process's, `env` added, and the short idle time of the
+        model server unless either sets one (set for the runs only, never in the tests' own
+        process; a value in the caller's environment wins, so a longer idle time can be asked for
+        when debugging)."""
+        return {"DREAMFLOW_SERVER_IDLE": SERVER_IDLE_SECONDS, **os.environ, **(env or {})}
+
     def run(self, *args, env=None, timeout=900):
-        # set for these runs only, not in the tests' own process; a value in the caller's
-        # environment still wins, so a longer idle time can be asked for when debugging
-        environment = {"DREAMFLOW_SERVER_IDLE": SERVER_IDLE_SECONDS, **os.environ, **(env or {})}
         result = subprocess.run(
-            self.command(*args), capture_output=True, text=True, timeout=timeout, env=environment
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.environment(env),
         )
         result.output = result.stdout + result.stderr
         return result

@@ -8,9 +8,9 @@ import torchvision
 
 from dreamflow import models
 from dreamflow.images import read_rgb, write_rgb
-from helpers import pattern_array
+from helpers import TINY_DREAM_OPTIONS, pattern_array
 
-FAST = ["--octaves", "1", "--iterations", "2", "--jitter", "4", "--device", "cpu", "--threads", "2"]
+FAST = [*TINY_DREAM_OPTIONS, "--device", "cpu", "--threads", "2"]
 
 
 def dreamflow(*arguments, cwd=None, env=None):

@@ -8,11 +8,22 @@ import torch
 from dreamflow import engine, models, objectives
 from dreamflow.errors import DreamflowError
 from dreamflow.images import to_tensor
-from helpers import assert_dreamed, assert_same_dream, defaults, objective_value, pattern_array
+from helpers import (
+    TINY_DREAM,
+    assert_dreamed,
+    assert_same_dream,
+    defaults,
+    objective_value,
+    pattern_array,
+)
 
 torch.set_num_threads(2)
 
-FAST = dict(octaves=1, octave_scale=1.4, iterations=2, step_size=1.5, jitter=4, seed=0)
+# the engine's parameters of the tiny dream; tiling and precision are left to each test
+FAST = {
+    key: defaults("dream", **TINY_DREAM)[key]
+    for key in ("octaves", "octave_scale", "iterations", "step_size", "jitter", "seed")
+}
 
 
 @pytest.fixture(scope="module")

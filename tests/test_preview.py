@@ -18,6 +18,7 @@ from dreamflow.sheet import GAP, LABEL_HEIGHT, contact_sheet
 from dreamflow.sweep import sweep_cells
 from helpers import (
     TINY_DREAM,
+    TINY_DREAM_OPTIONS,
     VIDEO_FPS,
     assert_dreamed,
     dream_change,
@@ -189,7 +190,6 @@ def test_a_video_sweep_dreams_only_the_frames_at_its_times_like_dreamflow_previe
         assert np.array_equal(sheet[top : top + 28, left : left + 48], dream)
 
     # `dreamflow preview` is the same sweep: the same files, byte for byte
-    tiny = [f"--{key}={value}" for key, value in TINY_DREAM.items() if key != "layers"]
     by_hand = dreamflow(
         "preview",
         "tiny.mp4",
@@ -204,7 +204,7 @@ def test_a_video_sweep_dreams_only_the_frames_at_its_times_like_dreamflow_previe
         "1",
         "-o",
         "by-hand",
-        *tiny,
+        *TINY_DREAM_OPTIONS,
         cwd=project.path(),
     )
     assert by_hand.returncode == 0, by_hand.stderr

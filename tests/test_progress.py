@@ -9,16 +9,13 @@ import time
 
 import pytest
 
-from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
-from dreamflow.job import settings_text
 from dreamflow.progress import duration_text, seconds_per_frame, time_left_text
 from dreamflow.serving import paths, protocol
 from helpers import (
-    TINY_DREAM,
     Workflow,
     copy_workflow,
-    defaults,
+    job_settings,
     make_video,
     pattern_array,
     tiny_config,
@@ -125,9 +122,8 @@ def test_a_run_while_snakemake_dreams_shows_frames_appearing(tmp_path, finished_
     flow = copy_workflow(finished_plain, tmp_path / "run")
     for number in range(1, FRAMES + 1):
         flow.path("work", "tiny", "dreamed", f"00000{number}.png").unlink()
-    environment = {**os.environ, "DREAMFLOW_SERVER_IDLE": "2"}
     run = subprocess.Popen(
-        flow.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
+        flow.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=flow.environment()
     )
     seen = []
     try:
@@ -294,13 +290,7 @@ def test_the_server_logs_its_progress_while_it_serves_and_is_quiet_when_idle(tmp
     env = {**os.environ, "DREAMFLOW_SERVER_DIR": str(tmp_path / "servers")}
     env.pop("DREAMFLOW_SERVER", None)
     write_rgb(pattern_array(), tmp_path / "frame.png")
-    settings = settings_text(
-        {
-            "dream": resolve_dream(defaults("dream", **TINY_DREAM, device="cpu")),
-            "zoom": None,
-            "jpg_quality": 95,
-        }
-    )
+    settings = job_settings()
     log = tmp_path / "server.log"
     with open(log, "wb") as handle:
         server = subprocess.Popen(
@@ -310,6 +300,15 @@ def test_the_server_logs_its_progress_while_it_serves_and_is_quiet_when_idle(tmp
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
+
+    def wait_for_line(served):
+        """Until the log has a progress line of `served` frames: the next frame is then sent in
+        the next interval, however slow the machine."""
+        deadline = time.monotonic() + 120
+        while not re.search(rf"progress: {served} frames served", log.read_text()):
+            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+            time.sleep(0.1)
+
     try:
         socket_path = paths.server_paths(cwd=str(tmp_path), env=env).socket
         deadline = time.monotonic() + 60
@@ -328,8 +327,8 @@ def test_the_server_logs_its_progress_while_it_serves_and_is_quiet_when_idle(tmp
                 timeout=300,
             )
             assert "dreamed by the model server" in dreamed.stderr, dreamed.stderr
-            time.sleep(1.2)  # a progress line between the frames
-        time.sleep(2.5)  # idle: no more lines
+            wait_for_line(number)  # a progress line between the frames
+        time.sleep(2.5)  # idle: two intervals and more in which a wrong line would be written
         lines = [
             PROGRESS_LINE.search(line)
             for line in log.read_text().splitlines()

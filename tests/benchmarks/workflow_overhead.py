@@ -71,8 +71,10 @@ from helpers import make_video  # noqa: E402
 
 PYTHON = sys.executable
 WIDTH, HEIGHT, FPS = 320, 180, 24
-# (g): a dream that costs little, so that the per-frame overhead of the frame steps shows
-TINY_DREAM = {"octaves": 1, "iterations": 1, "layers": ["block4"]}
+# (g): a dream that costs little, so that the per-frame overhead of the frame steps shows. Not the
+# tests' TINY_DREAM (helpers.py): one step, not two, and the default jitter, the settings that the
+# figures in README.md were measured with
+ONE_STEP_DREAM = {"octaves": 1, "iterations": 1, "layers": ["block4"]}
 MAIN_PARTS = set("abcdf")  # measured from the same runs: c is b / a, d and f need b's runs
 
 
@@ -198,12 +200,12 @@ def package_env(package):
 
 
 def tiny_job_settings(package):
-    """The JSON settings of a frame job with TINY_DREAM, as `package`'s workflow writes them."""
+    """The JSON settings of a frame job with ONE_STEP_DREAM, as `package`'s workflow writes them."""
     code = f"""
 from dreamflow import config
 from dreamflow.job import JobSettings
 schema = config.load_schema()
-dream = config.fill_defaults({TINY_DREAM!r}, schema["$defs"]["dream"], schema)
+dream = config.fill_defaults({ONE_STEP_DREAM!r}, schema["$defs"]["dream"], schema)
 print(JobSettings(dream=config.resolve_dream(dream)).text())
 """
     result = subprocess.run(
@@ -421,7 +423,7 @@ def chain_seconds(
             frames,
             blend=blend,
             flow=flow,
-            dream=TINY_DREAM,
+            dream=ONE_STEP_DREAM,
             cuts="none",
             dream_threads=dream_threads,
         )
@@ -430,7 +432,7 @@ def chain_seconds(
             directory,
             frames,
             blend=blend,
-            dream=TINY_DREAM,
+            dream=ONE_STEP_DREAM,
             cuts="none",
             dream_threads=dream_threads,
         )
@@ -467,7 +469,7 @@ def breakdown_rows(root, count, repeats, baseline):
     """(h): where a serial frame job's time goes, step by step, for this checkout and `baseline`;
     the table rows."""
     project = root / "h-frames"
-    write_project(project, count, dream=TINY_DREAM)
+    write_project(project, count, dream=ONE_STEP_DREAM)
     snakemake(project, "--until", "extract_frames")
     frames = sorted((project / "work" / "clip" / "frames").glob("*.png"))
     server_dir = root / "h-sockets"
@@ -480,7 +482,9 @@ def breakdown_rows(root, count, repeats, baseline):
             package = checkout and checkout / "workflow"
             times[name, "floor"].append(
                 statistics.median(
-                    warm_per_frame(frames[0].parent, count, dream=TINY_DREAM, package=package)[1:]
+                    warm_per_frame(frames[0].parent, count, dream=ONE_STEP_DREAM, package=package)[
+                        1:
+                    ]
                 )
             )
             outputs = root / "h-dreams"

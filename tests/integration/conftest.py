@@ -1,9 +1,5 @@
-"""Shared parts of the integration tier: real Podman and a real SLURM cluster, brought up for the
-session.
-
-Every test here carries the `integration` marker. A test whose tool is not installed is skipped with
-the command that installs it, unless DREAMFLOW_REQUIRE_INTEGRATION=1 (CI sets it): then a missing
-tool fails the test, so CI cannot go green by skipping.
+"""The fixtures of the integration tier: real Podman and a real SLURM cluster, brought up for the
+session. What its tests share besides fixtures is in integration/services.py.
 """
 
 import importlib.util
@@ -15,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-REQUIRED = os.environ.get("DREAMFLOW_REQUIRE_INTEGRATION") == "1"
+from helpers import REPO
+from integration.services import SUMMARY, run_podman, unavailable
 
-# Podman reads its settings from here (runc, ulimits this VM allows), never from the machine's
-# config
-CONTAINERS_CONF = Path(__file__).with_name("containers.conf")
 BASE_IMAGE = (
     "localhost/dreamflow-base:bookworm"  # made by setup-podman.sh: no registry is reachable
 )
@@ -41,34 +34,6 @@ BUILD_MOUNTS = [
     )
 ]
 BUILD_MOUNTS.append((str(Path.home() / ".config" / "pip"), "/root/.config/pip"))
-
-# figures for the end-of-run summary (build wall time, image size)
-SUMMARY = []
-
-
-def unavailable(reason):
-    """Skip, or fail when CI requires the integration tier to run."""
-    if REQUIRED:
-        pytest.fail(f"{reason} (DREAMFLOW_REQUIRE_INTEGRATION=1)", pytrace=False)
-    pytest.skip(reason)
-
-
-def podman_env(env=None):
-    """`env` (default: this process's environment) with CONTAINERS_CONF set to the tests'
-    settings."""
-    return {**(os.environ if env is None else env), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-
-
-def run_podman(*args, timeout=600, check=False):
-    """Run `podman args...` with the tests' settings; output captured as text."""
-    return subprocess.run(
-        ["podman", *map(str, args)],
-        env=podman_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=check,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -116,24 +81,6 @@ def dreamflow_image(podman):
 def pytest_terminal_summary(terminalreporter):
     for line in SUMMARY:
         terminalreporter.write_line(line)
-
-
-def project_copy(destination):
-    """The checkout's files (tracked, plus new ones not ignored), without .venv, work/ or
-    results/."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():  # a tracked file deleted in the working tree is skipped
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-    return destination
 
 
 SLURM_CLUSTER = Path(__file__).with_name("slurm_cluster.sh")

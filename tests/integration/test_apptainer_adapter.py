@@ -25,9 +25,8 @@ import yaml
 
 from dreamflow.models import weights_cache_file
 from dreamflow.serving import client
-from helpers import assert_dreamed, ffprobe_streams
-
-from .conftest import REPO, SUMMARY, podman_env, project_copy
+from helpers import REPO, TINY_DREAM, assert_dreamed, ffprobe_streams
+from integration.services import SUMMARY, podman_env, project_copy
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ DREAMER = re.compile(
     r"^dreamflow: dreamed by the model server: pid (\d+), python (\S+), host (\S+)$", re.MULTILINE
 )
 DEMO_DREAM = {"iterations": 5}
-CAT_DREAM = {"model": "googlenet", "layers": ["inception3b"], "octaves": 1, "iterations": 2}
+CAT_DREAM = {**TINY_DREAM, "model": "googlenet", "layers": ["inception3b"]}
 FRAMES = 6  # of the demo's 30, at half its width: a blend chain of several jobs, cheap on 2 cores
 
 

@@ -16,7 +16,8 @@ import sys
 
 import pytest
 
-from .conftest import REPO, project_copy
+from helpers import REPO
+from integration.services import project_copy
 
 pytestmark = pytest.mark.integration
 

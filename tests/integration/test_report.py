@@ -16,10 +16,9 @@ import time
 import pytest
 from PIL import Image
 
-from helpers import Workflow, make_video, pattern_array, tiny_config
-
-from .conftest import REPO, SUMMARY, unavailable
-from .devtools import Browser
+from helpers import REPO, Workflow, make_video, pattern_array, tiny_config
+from integration.devtools import Browser
+from integration.services import SUMMARY, unavailable
 
 pytestmark = pytest.mark.integration
 

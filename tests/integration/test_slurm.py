@@ -27,9 +27,8 @@ from datetime import datetime
 import pytest
 import yaml
 
-from helpers import TINY_DREAM
-
-from .conftest import REPO, SUMMARY, project_copy
+from helpers import REPO, TINY_DREAM
+from integration.services import SUMMARY, project_copy
 
 pytestmark = pytest.mark.integration
 
