@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -563,3 +565,75 @@ def assert_same_dream(raw, dream, reference, dream_settings):
         f"the dreams' changes point apart: cosine {cosine:.2f}, below {SAME_DREAM_COSINE}"
     )
     return cosine
+
+
+# ---- the model server ----
+
+
+LONG_IDLE = 600  # seconds: longer than any test; tests end their servers with kill_servers
+
+
+def dream_frame(
+    cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True
+):
+    command = [
+        sys.executable,
+        "-m",
+        "dreamflow",
+        "dream-frame",
+        "--frame",
+        str(frame),
+        "--number",
+        str(number),
+        "--settings",
+        settings or job_settings(),
+        "--threads",
+        str(threads),
+        "-o",
+        str(output),
+    ]
+    if previous:
+        command += ["--previous", str(previous)]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return finish(process) if wait else process
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def is_dreamflow_server(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False  # exited, not yet reaped
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"\0-m\0dreamflow\0serve\0" in handle.read()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def kill_servers(directory):
+    for pid_file in directory.glob("*.pid") if directory.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if is_dreamflow_server(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def dreamed_by_server(result):
+    """The pid of the server that the client's one log line names (and that line is all it
+    wrote)."""
+    (line,) = result.stderr.splitlines()
+    match = re.fullmatch(
+        rf"dreamflow: dreamed by the model server: pid (\d+), python {re.escape(sys.executable)}, "
+        rf"host {re.escape(socket.gethostname())}",
+        line,
+    )
+    assert match, line
+    return int(match.group(1))

@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from test_server import IDLE, dream_frame, dreamed_by_server, job_settings, kill_servers
 
 from dreamflow import flow, models
 from dreamflow.config import resolve_dream
 from dreamflow.dreamstep import Dreamer, pick_device
 from dreamflow.images import read_rgb, write_rgb
-from helpers import defaults, pattern_array
+from helpers import (
+    LONG_IDLE,
+    defaults,
+    dream_frame,
+    dreamed_by_server,
+    job_settings,
+    kill_servers,
+    pattern_array,
+)
 
 pytestmark = pytest.mark.cuda
 
@@ -77,7 +84,7 @@ def server_env(tmp_path):
     values = {
         **os.environ,
         "DREAMFLOW_SERVER_DIR": str(directory),
-        "DREAMFLOW_SERVER_IDLE": str(IDLE),
+        "DREAMFLOW_SERVER_IDLE": str(LONG_IDLE),
     }
     values.pop("DREAMFLOW_SERVER", None)
     yield values

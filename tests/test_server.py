@@ -12,7 +12,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -28,9 +27,19 @@ from dreamflow.images import write_rgb
 from dreamflow.job import settings_text
 from dreamflow.plan import job_shell_prefix
 from dreamflow.serving import paths, protocol
-from helpers import TINY_DREAM, defaults, job_settings, pattern_array
+from helpers import (
+    LONG_IDLE,
+    TINY_DREAM,
+    defaults,
+    dream_frame,
+    dreamed_by_server,
+    finish,
+    is_dreamflow_server,
+    job_settings,
+    kill_servers,
+    pattern_array,
+)
 
-LONG_IDLE = 600  # seconds: longer than any test; the server_dir fixture ends the servers
 SHORT_IDLE = 2  # seconds, for the test of the idle exit
 
 
@@ -46,51 +55,8 @@ def run_step(cwd, env, *arguments):
     )
 
 
-def dream_frame(
-    cwd, env, frame, output, number=1, previous=None, settings=None, threads=1, wait=True
-):
-    command = [
-        sys.executable,
-        "-m",
-        "dreamflow",
-        "dream-frame",
-        "--frame",
-        str(frame),
-        "--number",
-        str(number),
-        "--settings",
-        settings or job_settings(),
-        "--threads",
-        str(threads),
-        "-o",
-        str(output),
-    ]
-    if previous:
-        command += ["--previous", str(previous)]
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    return finish(process) if wait else process
-
-
-def finish(process):
-    stdout, stderr = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 def status(cwd, env):
     return protocol.ping(paths.server_paths(cwd=str(cwd), env=env).socket)
-
-
-def is_dreamflow_server(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False  # exited, not yet reaped
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"\0-m\0dreamflow\0serve\0" in handle.read()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def wait_until(condition, timeout, what):
@@ -101,16 +67,6 @@ def wait_until(condition, timeout, what):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def kill_servers(directory):
-    for pid_file in directory.glob("*.pid") if directory.is_dir() else []:
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if is_dreamflow_server(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -130,19 +86,6 @@ def env(server_dir, frames):
     }
     values.pop("DREAMFLOW_SERVER", None)
     return values
-
-
-def dreamed_by_server(result):
-    """The pid of the server that the client's one log line names (and that line is all it
-    wrote)."""
-    (line,) = result.stderr.splitlines()
-    match = re.fullmatch(
-        rf"dreamflow: dreamed by the model server: pid (\d+), python {re.escape(sys.executable)}, "
-        rf"host {re.escape(socket.gethostname())}",
-        line,
-    )
-    assert match, line
-    return int(match.group(1))
 
 
 @pytest.fixture(scope="module")

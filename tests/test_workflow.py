@@ -14,6 +14,7 @@ from PIL import Image
 from dreamflow.images import read_rgb
 from dreamflow.sheet import GAP, LABEL_HEIGHT
 from helpers import (
+    TINY_DREAM,
     TINY_DREAM_OPTIONS,
     Workflow,
     assert_dreamed,
