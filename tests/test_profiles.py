@@ -4,8 +4,8 @@ sync.
 No cluster: each profile is read by Snakemake's own argument parser, which rejects a key that is
 not one of its options (or of an installed plugin's, such as the SLURM executor) and a value of the
 wrong type; and a dry run through profiles/slurm (real Snakemake and ffmpeg, marked `workflow`)
-shows the group the rules give each chain. tests/integration/test_slurm.py runs profiles/slurm on
-a real SLURM cluster.
+shows the group the rules give each chain. tests/integration/test_slurm.py runs both SLURM
+profiles on a real SLURM cluster.
 """
 
 import re

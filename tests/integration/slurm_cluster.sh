@@ -21,6 +21,8 @@ SLURMD_PORT=16818
 DBD_PORT=16819
 DB_PORT=13306
 NODE=$(hostname -s)
+# the node's GPUs: one per CPU, so that two one-CPU dream jobs still run side by side
+GPUS=2
 MUNGE_SOCKET=$STATE/run/munge.socket
 # srun inside a job reads only this default path: Snakemake's SLURM job step drops SLURM_CONF
 DEFAULT_CONF=/etc/slurm/slurm.conf
@@ -69,6 +71,12 @@ TaskPlugin=task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=1024
+# GPUs that are stand-ins (gres.conf): this machine has none, yet a GPU request is scheduled,
+# allocated and recorded (sacct's ReqTRES and AllocTRES) as on a GPU node
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
+# slurmctld keeps a finished job for an hour: scontrol still shows how it asked for its GPU
+MinJobAge=3600
 SchedulerType=sched/backfill
 ReturnToService=2
 MailProg=/bin/true
@@ -83,8 +91,19 @@ JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 # keep sbatch --comment in the database: the executor writes the rule or group of each job there
 AccountingStoreFlags=job_comment
-$node_line NodeAddr=127.0.0.1 State=UNKNOWN
+$node_line Gres=gpu:$GPUS NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+    # SLURM 22.05 drops a GPU without File= ("Removing file-less GPU") and wants a character
+    # device there: each stand-in is a node of /dev/null's device (1:3). Nothing opens them, as no
+    # cgroup plugin constrains devices here; the jobs' CUDA_VISIBLE_DEVICES name their indices.
+    mkdir -p "$STATE/gpu"
+    local gpu
+    for ((gpu = 0; gpu < GPUS; gpu++)); do
+        mknod "$STATE/gpu/nvidia$gpu" c 1 3
+    done
+    cat >"$STATE/etc/gres.conf" <<EOF
+NodeName=$NODE Name=gpu File=$STATE/gpu/nvidia[0-$((GPUS - 1))]
 EOF
     cat >"$STATE/etc/slurmdbd.conf" <<EOF
 # written by tests/integration/slurm_cluster.sh

@@ -1,12 +1,15 @@
-"""The demo through profiles/slurm on a real one-node SLURM cluster (munge, mariadb, slurmdbd,
+"""The demo through the SLURM profiles on a real one-node SLURM cluster (munge, mariadb, slurmdbd,
 slurmctld and slurmd on this machine, see slurm_cluster.sh), submitted by the real
 snakemake-executor-plugin-slurm.
 
-The runs use profiles/slurm itself, with test overrides written into a copy of it (slurm_profile):
-the cluster's partition and account instead of the placeholders, status checks every second, no
-retries, and no GPU request: this machine has no GPU, so the dream rules' `gpu: 1` becomes 0 and
-the GPU request itself (sbatch --gpus) is not exercised here. Every run passes --cores 1: one CPU
-per job and per chain's group, so that two of them fit side by side on the node's two CPUs.
+The runs use profiles/slurm and profiles/slurm-apptainer themselves, with test overrides written
+into a copy (slurm_profile): the cluster's partition and account instead of the placeholders,
+status checks every second and no retries. Their GPU requests stay as shipped: the node has two
+stand-in GPUs (slurm_cluster.sh), so `sbatch --gpus=1` is scheduled, allocated and recorded in
+sacct, and the dreams run on the CPU. profiles/slurm-apptainer runs
+with `container: null`, its jobs on the host (no Apptainer here): what it shares with
+profiles/slurm, the requests, is what it is run for. Every run passes --cores 1: one CPU per job
+and per chain's group, so that two of them fit side by side on the node's two CPUs.
 
 The demo runs twice over: with blending off its frames are independent and go out as one SLURM
 job array; blended, with a scene cut, each of its two chains is one group, one SLURM job, and the
@@ -24,10 +27,12 @@ import sys
 import time
 from datetime import datetime
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from helpers import REPO, TINY_DREAM
+from helpers import REPO, TINY_DREAM, assert_dreamed, ffprobe_streams, video_frames
 from integration.services import SUMMARY, project_copy
 
 pytestmark = pytest.mark.integration
@@ -41,6 +46,8 @@ CUT = 3  # the blended demo's second scene starts here: two chains, frames 1-2 a
 CHAINED = {**DEMO, "blend": {"mode": "constant"}, "scenes": {"cuts": [CUT]}}
 CHAIN_GROUPS = {"chain-demo-000001", f"chain-demo-{CUT:06d}"}
 VIDEO = "results/demo/demo.mp4"
+DEMO_SIZE = (320, 180)  # the demo clip's, frames.width unset
+KINDS = ("frames", "dreamed")  # the raw and the dreamed frame's folder
 # a blended input's coherence job asks for the scenes checkpoint as well as the extraction
 COHERENCE = "results/demo/coherence.json"
 # every frame step of a run in one group, one submission for the whole video (command-line
@@ -54,12 +61,11 @@ ONE_GROUP = [
 RUN_TIMEOUT = 600
 
 
-def slurm_profile(directory):
-    """profiles/slurm with the test overrides (see the module docstring), as a profile directory."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+def slurm_profile(directory, name):
+    """profiles/<name> with the test overrides (see the module docstring), as a profile
+    directory."""
+    profile = yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
     profile["default-resources"].update(slurm_partition="debug", slurm_account="dreamflow-test")
-    for rule in ("dream_frame", "sweep_layer"):
-        profile["set-resources"][rule]["gpu"] = 0
     profile.update(
         {
             "slurm-init-seconds-before-status-checks": 1,
@@ -119,7 +125,7 @@ def run_on_slurm(project, profile, env, config, args=()):
     return result
 
 
-SACCT_FIELDS = ["JobID", "State", "Start", "End", "AllocCPUS", "Comment"]
+SACCT_FIELDS = ["JobID", "State", "Start", "End", "AllocCPUS", "ReqTRES", "AllocTRES", "Comment"]
 
 
 def slurm_jobs(result, env):
@@ -149,6 +155,75 @@ def slurm_jobs(result, env):
         dict(zip(SACCT_FIELDS, line.split("|", len(SACCT_FIELDS) - 1), strict=True))
         for line in sacct.stdout.splitlines()
     ]
+
+
+def gpus(tres):
+    """The GPUs in one of sacct's TRES lists (billing=1,cpu=1,gres/gpu=1,mem=8001M,node=1)."""
+    match = re.search(r"(?:^|,)gres/gpu=(\d+)", tres)
+    return int(match.group(1)) if match else 0
+
+
+def gpu_option(job_id, env):
+    """How the job asked for GPUs, from slurmctld (which remembers a finished job for MinJobAge
+    seconds): TresPerJob is what sbatch --gpus sets, TresPerNode what --gres sets."""
+    shown = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        key: value
+        for key, value in re.findall(r"\b(TresPerJob|TresPerNode|TresPerTask)=(\S+)", shown)
+        if "gpu" in value
+    }
+
+
+def assert_gpu_requests(jobs, env):
+    """Every dream job (a frame's, a chain's group, a video's group) asked for one GPU with
+    sbatch --gpus=1 and got it; every other job (probe, extraction, scenes, encode, coherence)
+    asked for none. The executor writes the rule or group into each job's comment."""
+    dreams = [job for job in jobs if job["Comment"].startswith(("rule_dream_", "rule_chain-"))]
+    others = [job for job in jobs if job not in dreams]
+    assert dreams and others, jobs
+    for job in dreams:
+        assert (gpus(job["ReqTRES"]), gpus(job["AllocTRES"])) == (1, 1), job
+        assert gpu_option(job["JobID"], env) == {"TresPerJob": "gres:gpu:1"}, job
+    for job in others:
+        assert (gpus(job["ReqTRES"]), gpus(job["AllocTRES"])) == (0, 0), job
+        assert gpu_option(job["JobID"], env) == {}, job
+
+
+def difference(first, second):
+    """first - second, two RGB images, as floats in 0-255 units."""
+    return np.asarray(first, np.float32) - np.asarray(second, np.float32)
+
+
+def correlation(first, second):
+    return float(np.corrcoef(first.ravel(), second.ravel())[0, 1])
+
+
+def dreamed_beyond_noise(project, video=VIDEO):
+    """Asserts that the demo's video holds its FRAMES dreamed frames at DEMO_SIZE, and that each
+    dreamed frame is a dream of its raw frame (helpers.assert_dreamed). Returns the mean changes,
+    for the summary."""
+    (stream,) = [s for s in ffprobe_streams(project / video) if s["codec_type"] == "video"]
+    assert (int(stream["nb_read_frames"]), int(stream["width"]), int(stream["height"])) == (
+        FRAMES,
+        *DEMO_SIZE,
+    ), stream
+    amounts = []
+    for n, encoded in enumerate(video_frames(project / video), start=1):
+        raw_path, dreamed_path = (project / f"work/demo/{kind}/{n:06d}.png" for kind in KINDS)
+        amounts.append(assert_dreamed(raw_path, dreamed_path, TINY_DREAM))
+        raw = Image.open(raw_path).convert("RGB")
+        dream = difference(Image.open(dreamed_path).convert("RGB"), raw)
+        # The video is made of the dreams: what encoding changed in a frame follows the dream's
+        # change (correlation 0.44-0.60 measured; 0.00 for the raw frames encoded alike). Not a
+        # closeness test: H.264 at crf 18 moves pixels about as much as a tiny dream.
+        assert correlation(difference(encoded, raw), dream) > 0.25, n
+    return amounts
 
 
 def submissions(jobs):
@@ -197,7 +272,7 @@ def delete_frame_steps(project):
 def demo_on_slurm(slurm_env, tmp_path_factory):
     """The demo, blending off and cut to FRAMES frames, run through the slurm profile."""
     project = project_copy(tmp_path_factory.mktemp("slurm-project"))
-    profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test")
+    profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test", "slurm")
     result = run_on_slurm(project, profile, slurm_env, DEMO)
     SUMMARY.append(f"SLURM demo run ({FRAMES} frames): {result.seconds:.0f} s")
     return project, profile, result
@@ -208,7 +283,16 @@ def test_demo_runs_through_the_slurm_profile(demo_on_slurm):
     assert result.returncode == 0, result.output[-8000:]
     dreamed = sorted(path.name for path in (project / "work/demo/dreamed").iterdir())
     assert dreamed == [f"{n:06d}.png" for n in range(1, FRAMES + 1)]
-    assert (project / VIDEO).stat().st_size > 0
+    amounts = dreamed_beyond_noise(project)
+    SUMMARY.append(f"SLURM demo run, dreamed - raw: {', '.join(f'{a:.2f}' for a in amounts)}")
+
+
+def test_profiles_slurm_asks_for_a_gpu_for_each_dream_job_only(demo_on_slurm, slurm_env):
+    """profiles/slurm: each frame of the dream array asks for one GPU (sbatch --gpus=1); probe,
+    extraction, encode and coherence ask for none."""
+    _, _, result = demo_on_slurm
+    assert result.returncode == 0, result.output[-8000:]
+    assert_gpu_requests(slurm_jobs(result, slurm_env), slurm_env)
 
 
 def test_independent_frames_go_out_as_one_job_array(demo_on_slurm, slurm_env):
@@ -246,10 +330,10 @@ def test_a_failing_job_fails_the_run_and_is_named(demo_on_slurm, slurm_env, tmp_
 
 @pytest.fixture(scope="module")
 def chains_on_slurm(slurm_env, tmp_path_factory):
-    """The demo blended, with a scene cut at frame CUT (two chains), run through the slurm
-    profile."""
+    """The demo blended, with a scene cut at frame CUT (two chains), run through the
+    slurm-apptainer profile (`container: null`: its jobs on the host)."""
     project = project_copy(tmp_path_factory.mktemp("slurm-chains"))
-    profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test")
+    profile = slurm_profile(tmp_path_factory.mktemp("profiles") / "slurm-test", "slurm-apptainer")
     result = run_on_slurm(project, profile, slurm_env, CHAINED, [VIDEO, COHERENCE])
     SUMMARY.append(f"SLURM blended run, two chains ({FRAMES} frames): {result.seconds:.0f} s")
     return project, profile, result
@@ -260,8 +344,8 @@ def test_each_chain_of_a_blended_video_is_one_slurm_job(chains_on_slurm, slurm_e
     its own."""
     project, _, result = chains_on_slurm
     assert result.returncode == 0, result.output[-8000:]
-    assert (project / VIDEO).stat().st_size > 0
-    assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
+    amounts = dreamed_beyond_noise(project)
+    SUMMARY.append(f"SLURM chains run, dreamed - raw: {', '.join(f'{a:.2f}' for a in amounts)}")
     assert json.loads((project / COHERENCE).read_text())["frames"] == FRAMES
     jobs = slurm_jobs(result, slurm_env)
     chains = chain_jobs(jobs)
@@ -272,11 +356,19 @@ def test_each_chain_of_a_blended_video_is_one_slurm_job(chains_on_slurm, slurm_e
     assert submissions(jobs) == 7, jobs
 
 
+def test_profiles_slurm_apptainer_asks_for_a_gpu_for_each_chain_only(chains_on_slurm, slurm_env):
+    """profiles/slurm-apptainer: each chain's group asks for one GPU (sbatch --gpus=1), not one
+    per frame; probe, extraction, scenes, encode and coherence ask for none."""
+    _, _, result = chains_on_slurm
+    assert result.returncode == 0, result.output[-8000:]
+    assert_gpu_requests(slurm_jobs(result, slurm_env), slurm_env)
+
+
 def test_the_chains_of_one_video_run_at_the_same_time(chains_on_slurm, slurm_env):
     """sacct's start and end times: the two chains' jobs overlap. One node with several CPUs
-    stands in for several GPU nodes here: this shows that the chains are submitted and run
-    independently, not that each gets a GPU of its own (sbatch --gpus is not exercised) nor how
-    they spread over several nodes."""
+    with two GPUs stands in for several GPU nodes here: this shows that the chains are submitted
+    and run independently, each with a GPU of its own, not how they spread over several
+    nodes."""
     _, _, result = chains_on_slurm
     assert result.returncode == 0, result.output[-8000:]
     first, second = chain_jobs(slurm_jobs(result, slurm_env)).values()
@@ -315,6 +407,7 @@ def test_a_resumed_run_submits_each_chain_once(chains_on_slurm, slurm_env):
     )
     assert set(chains) == CHAIN_GROUPS and not frame_step_jobs(jobs), jobs
     assert submissions(jobs) == 3, jobs  # the two chains and the encode
+    assert_gpu_requests(jobs, slurm_env)
     first, second = chains.values()
     assert ran_at_once(first, second), (first, second)
 
@@ -336,12 +429,13 @@ def test_one_group_for_the_whole_video_runs_its_chains_in_one_job(chains_on_slur
     assert [job["State"] for job in groups] == ["COMPLETED"], jobs
     assert not chain_jobs(jobs) and not frame_step_jobs(jobs), jobs
     assert submissions(jobs) == 2, jobs  # the group and the encode
+    assert_gpu_requests(jobs, slurm_env)  # one GPU for the whole video's group
 
 
 def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
     """What the README recommends for long blend or zoom chains: the workflow itself is one batch
-    job (sbatch runs snakemake on the node, the frames run there as local jobs through one model
-    server), so no per-frame submission and no frame groups are needed."""
+    job with one GPU (sbatch --gpus=1 runs snakemake on the node, the frames run there as local
+    jobs through one model server), so no per-frame submission and no frame groups are needed."""
     project = project_copy(tmp_path / "project")
     (project / "test-overrides.yaml").write_text(
         yaml.safe_dump({**DEMO, "blend": {"mode": "constant", "factor": 0.5}})
@@ -361,6 +455,7 @@ def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
                 "--parsable",
                 "--partition=debug",
                 "--account=dreamflow-test",
+                "--gpus=1",
                 "--cpus-per-task=2",
                 "--job-name=dreamflow-whole",
                 f"--chdir={project}",
@@ -377,8 +472,7 @@ def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
     SUMMARY.append(f"SLURM one-allocation blended run: {time.monotonic() - start:.0f} s")
     log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
     assert submitted.returncode == 0, submitted.stderr + log[-8000:]
-    assert (project / "results/demo/demo.mp4").stat().st_size > 0
-    assert len(list((project / "work/demo/dreamed").iterdir())) == FRAMES
+    dreamed_beyond_noise(project)
     sacct = subprocess.run(
         [
             "sacct",
@@ -386,11 +480,12 @@ def test_a_blended_video_runs_whole_inside_one_allocation(slurm_env, tmp_path):
             "--parsable2",
             "--allocations",
             f"--jobs={submitted.stdout.strip().split(';')[0]}",
-            "--format=JobName,State",
+            "--format=JobName,State,AllocTRES",
         ],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert sacct.stdout.split() == ["dreamflow-whole|COMPLETED"]
+    ((name, state, tres),) = [line.split("|") for line in sacct.stdout.splitlines()]
+    assert (name, state, gpus(tres)) == ("dreamflow-whole", "COMPLETED", 1), sacct.stdout
