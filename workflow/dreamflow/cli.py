@@ -484,6 +484,13 @@ def cmd_models(args):
         print(f"{name}\t{MODELS[name].description}")
 
 
+def cmd_doctor(args):
+    from .gpu import doctor_lines
+
+    for line in doctor_lines():
+        print(line)
+
+
 SCHEMA_TYPES = {"integer": int, "number": float, "string": str}
 
 
@@ -554,6 +561,7 @@ COMMANDS = (
     "layers",
     "fetch-models",
     "models",
+    "doctor",
 )
 
 
@@ -870,6 +878,14 @@ def build_parser(command=None):
     if wanted("models"):
         models = commands.add_parser("models", help="list the available models")
         models.set_defaults(run=cmd_models)
+
+    if wanted("doctor"):
+        doctor = commands.add_parser(
+            "doctor",
+            help="the torch build, the CUDA it was made for and the driver that needs, whether "
+            "CUDA is usable here and why not, the GPUs nvidia-smi lists",
+        )
+        doctor.set_defaults(run=cmd_doctor)
     return parser
 
 

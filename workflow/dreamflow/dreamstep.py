@@ -2,21 +2,32 @@
 zoomed), dream, write atomically."""
 
 import json
+import sys
 
-from . import blend, engine, models, objectives, schedule, transforms
+from . import blend, engine, gpu, models, objectives, schedule, transforms
 from .errors import DreamflowError
 from .images import read_rgb, to_array, to_tensor, write_rgb
 
 
-def pick_device(name):
+def pick_device(name, notes=sys.stderr):
+    """The torch device of dream.device `name`. auto takes the CPU when torch cannot use the GPU
+    this machine shows, and says why once per process on `notes` (dreamflow.gpu); cuda stops
+    with that reason."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DreamflowError(
-            "config key dream.device: cuda was requested but no CUDA device is available"
-        )
+        if gpu.problem() is None and torch.cuda.is_available():
+            return torch.device("cuda")
+        gpu.warn_once(notes)
+        return torch.device("cpu")
+    if name == "cuda":
+        error = gpu.cuda_error()
+        if error:
+            raise DreamflowError(error)
+        if not torch.cuda.is_available():
+            raise DreamflowError(
+                "config key dream.device: cuda was requested but no CUDA device is available"
+            )
     return torch.device(name)
 
 
@@ -34,6 +45,9 @@ class Dreamer:
             torch.set_num_threads(threads)
         self.settings = dream_settings
         self.device = pick_device(dream_settings["device"])
+        # a model server hands this to each job it dreams, so that the job's log says it too
+        fell_back = dream_settings["device"] == "auto" and self.device.type == "cpu"
+        self.device_warning = gpu.fallback_warning() if fell_back else None
         model_name = dream_settings["model"]
         self.default_terms = models.resolve_layers(model_name, dream_settings["layers"])
         self.layer_schedule = dream_settings.get("layer_schedule")

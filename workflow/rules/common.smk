@@ -12,6 +12,7 @@ from snakemake.settings.types import DeploymentMethod
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
 from dreamflow.frames import count_frames, frame_name
+from dreamflow.gpu import run_warning
 from dreamflow.joblogs import summary_since
 from dreamflow.models import (
     FLOW_WEIGHTS,
@@ -67,7 +68,7 @@ def end_of_run():
     tidy_after_run((LAYOUT.work, LAYOUT.results))
     folders = {name: LAYOUT.logs_folder(name) for name in PLAN.names}
     warnings, failures = summary_since(folders, RUN_STARTED)
-    for line in warnings + failures:
+    for line in [line for line in warnings if line not in STARTED_WARNINGS] + failures:
         print(line, file=sys.stderr)
 
 
@@ -88,6 +89,16 @@ if workflow.is_main_process and not workflow.output_settings.dryrun:
 IN_CONTAINER = bool(PLAN.container) and (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
+# A GPU that torch cannot use leaves the run dreaming on the CPU: the main process of a run on this
+# machine says so at the start, once (dreamflow.gpu). Jobs on a cluster or in an image may see
+# another GPU and torch: their logs say it, and end_of_run prints it once.
+STARTED_WARNINGS = []
+if workflow.is_main_process and workflow.resource_settings.nodes is None and not IN_CONTAINER:
+    warning = run_warning({plan.settings["dream"]["device"] for plan in PLAN})
+    if warning:
+        print(warning, file=sys.stderr)
+        STARTED_WARNINGS.append(warning)
+
 shell.prefix(
     job_shell_prefix(
         sys.executable, IN_CONTAINER, (PLAN.config["work_dir"], PLAN.config["results_dir"])

@@ -483,7 +483,7 @@ class Server:
         started = time.monotonic()
         try:
             if op == protocol.DREAM:
-                if not self._dream(job, connection):
+                if not self._dream(job, connection, notes):
                     return {"status": protocol.FAILED, "message": "the client left"}
             elif op == protocol.FLOW:
                 self._flow(job)
@@ -521,7 +521,7 @@ class Server:
                     "DREAMFLOW_SERVER_ROOTS, or set DREAMFLOW_SERVER=off"
                 )
 
-    def _dream(self, job, connection):
+    def _dream(self, job, connection, notes):
         """Dream a FrameJob; False when its client left while it waited at the gate."""
         import torch
 
@@ -533,6 +533,8 @@ class Server:
                 return False
             torch.set_num_threads(job.threads)  # this thread's OpenMP team only
             dreamer = self.dreamers.get(job.settings.dream, job.threads)
+            if dreamer.device_warning:
+                print(dreamer.device_warning, file=notes)
             with self.device_slots.held(dreamer.device):
                 with self._state:
                     self.dreaming += 1
