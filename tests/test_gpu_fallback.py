@@ -153,9 +153,24 @@ def test_a_run_on_device_auto_warns_once_and_every_frame_log_says_it(old_driver,
     assert result.returncode == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith(WARNING)]
     assert len(warnings) == 1, result.output
+    assert result.stderr.index(WARNING) < result.stderr.index("Dreaming frame")  # at the start
     # the model server dreamed every frame and handed its warning to each job's log
     logs = sorted(glob.glob(str(tmp_path / "work" / "tiny" / "logs" / "dream" / "*.log")))
     assert len(logs) == flow.dreamed_in_run(result)[-1] > 1
     for log in logs:
         text = open(log).read()
         assert "by the model server" in text and warnings[0] in text.splitlines(), log
+
+
+@pytest.mark.workflow
+def test_a_run_whose_jobs_may_run_elsewhere_warns_once_at_its_end(old_driver, tmp_path):
+    # --jobs is how a cluster run starts: its main process may not see the GPU its jobs get, so
+    # the jobs' logs tell, once, at the end
+    flow = Workflow(tmp_path)
+    solid_image(tmp_path / "still.png", (90, 120, 200))
+    flow.write_config(tiny_config("still.png"))
+    result = flow.run("--jobs", "2", env=old_driver)
+    assert result.returncode == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith(WARNING)]
+    assert len(warnings) == 1, result.output
+    assert result.stderr.index(WARNING) > result.stderr.rindex("Finished jobid")
