@@ -370,8 +370,8 @@ def test_a_float16_step_that_overflows_is_redone_in_float32(image):
 
 def test_tiling_bounds_the_memory_of_a_dream_step():
     """The README's claim, measured as the benchmark does (tests/benchmarks/peak_memory.py): the
-    peak RSS a fresh process adds over its loaded model for one step at block10 of a 960x540 frame.
-    Measured at 1280x720: untiled 1350 MiB, tiles of 256 206 MiB; RSS does not depend on load."""
+    peak RSS a fresh process adds over its loaded and warmed-up model for one step at block10 of a
+    960x540 frame. Measured: untiled about 710 MiB, tiles of 256 about 100-110 MiB."""
     import json
     import subprocess
     import sys
