@@ -24,7 +24,7 @@ import pytest
 
 from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
-from dreamflow.job import settings_text
+from dreamflow.job import BlendSettings
 from dreamflow.plan import job_shell_prefix
 from dreamflow.serving import paths, protocol
 from helpers import (
@@ -183,14 +183,7 @@ def test_a_killed_server_is_restarted_by_the_next_request(tmp_path, env, frames,
 def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes(tmp_path, env):
     """A chained frame: the flow of its raw pair, its start image, and its dream, made by the
     server and then again with the server off."""
-    blend = settings_text(
-        {
-            "blend": defaults("blend", mode="constant"),
-            "start": "image",
-            "seed": 0,
-            "jpg_quality": 95,
-        }
-    )
+    blend = BlendSettings(defaults("blend", mode="constant")).text()
     write_rgb(pattern_array(seed=7), tmp_path / "dreamed-1.png")
     texture = pattern_array(36, 67, seed=1)  # a pan: the flow finds reliable pixels
     write_rgb(texture[:, :64], tmp_path / "raw-1.png")
@@ -261,9 +254,7 @@ def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes
 def test_a_blend_job_with_a_wrong_setting_gets_a_one_line_error_from_the_server(
     tmp_path, env, frames
 ):
-    blend = settings_text(
-        {"blend": defaults("blend", mode="constant", flow="none", carry="sideways")}
-    )
+    blend = BlendSettings(defaults("blend", mode="constant", flow="none", carry="sideways")).text()
     result = run_step(
         tmp_path,
         env,
