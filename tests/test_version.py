@@ -40,7 +40,7 @@ OTHER = "0.0.1"  # a version this checkout never was
 def refusal(source_version, job_version=__version__):
     """The start of the one line a job of `job_version` gives for settings of `source_version`."""
     return (
-        f"dreamflow: error: --settings were written by dreamflow {source_version}, but this job "
+        f"dreamflow: error: --settings: written by dreamflow {source_version}, but this job "
         f"runs dreamflow {job_version} (from "
     )
 
@@ -90,6 +90,13 @@ def with_package(env, folder):
 # ---- the jobs ----
 
 
+def test_dreamflow_says_its_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamflow", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (0, f"dreamflow {__version__}\n")
+
+
 @pytest.mark.parametrize("version", [OTHER, None])
 def test_a_dream_job_refuses_settings_of_another_version_in_one_line(tmp_path, env, version):
     write_rgb(pattern_array(), tmp_path / "frame.png")
@@ -128,24 +135,45 @@ def test_a_blend_job_refuses_settings_of_another_version_in_one_line(tmp_path, e
     assert not (tmp_path / "start.png").exists()
 
 
+def test_a_flow_job_refuses_a_workflow_of_another_version_in_one_line(tmp_path, env):
+    for number in (1, 2):
+        write_rgb(pattern_array(seed=number), tmp_path / f"{number}.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "dreamflow", "flow", "--previous-frame", "1.png", "--frame"]
+        + ["2.png", "--written-by", OTHER, "-o", "flow.npz"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(refusal(OTHER).replace("--settings", "--written-by")), line
+    assert not (tmp_path / "flow.npz").exists()
+
+
 @pytest.mark.workflow
-def test_a_run_whose_jobs_are_another_version_stops_at_the_first_dream_with_both_versions(
+def test_a_run_whose_jobs_are_another_version_fails_in_its_dream_and_flow_jobs_naming_both(
     tmp_path, other_package
 ):
-    """The host's checkout writes the settings, the jobs' dreamflow (an image's) reads them."""
+    """The host's checkout writes the jobs, the jobs' dreamflow (an image's) runs them."""
     flow = Workflow(tmp_path)
     make_video(tmp_path / "tiny.mp4", frames=2, audio=False)
-    flow.write_config(tiny_config("tiny.mp4"))
-    result = flow.run(env=with_package(os.environ, other_package))
+    flow.write_config(tiny_config("tiny.mp4", blend={"mode": "constant", "flow": "dis"}))
+    result = flow.run("--keep-going", env=with_package(os.environ, other_package))
     assert result.returncode != 0, result.output
     assert not list(flow.path("work", "tiny", "dreamed").glob("*.png"))
+    expected = refusal(__version__, OTHER) + str(other_package)
+    logs = flow.path("work", "tiny", "logs")
+    for step, option in (("dream", "--settings"), ("flow", "--written-by")):
+        (log,) = (logs / step).iterdir()
+        assert log.read_text().startswith(expected.replace("--settings", option)), log
     lines = [line for line in result.output.splitlines() if line.startswith("dreamflow: input")]
     assert len(lines) == 1, result.output
     assert lines[0].startswith(
-        "dreamflow: input tiny failed: "
-        + refusal(__version__, OTHER)[len("dreamflow: error: ") :]
-        + str(other_package)
-    ), lines[0]
+        f"dreamflow: input tiny failed: {expected[len('dreamflow: error: ') :]}"
+    )
 
 
 # ---- the model server ----
@@ -237,3 +265,48 @@ def test_a_run_without_a_usable_server_directory_says_so_once_and_dreams_every_f
     logs = flow.path("work", "tiny", "logs", "dream")
     assert all(warnings[0] in log.read_text() for log in logs.iterdir()), os.listdir(logs)
     assert re.search(r"DREAMFLOW_SERVER_DIR=/tmp/dreamflow-\$USER", warnings[0])
+
+
+# ---- reruns ----
+
+
+class CheckoutWorkflow(Workflow):
+    """A project run by the Snakefile of another checkout."""
+
+    def __init__(self, directory, checkout):
+        super().__init__(directory)
+        self.checkout = checkout
+
+    def command(self, *args):
+        command = super().command(*args)
+        command[command.index(str(REPO / "Snakefile"))] = str(self.checkout / "Snakefile")
+        return command
+
+
+@pytest.mark.workflow
+def test_an_upgraded_checkout_reruns_the_dreams_blends_and_flows_not_the_extraction(tmp_path):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for part in ("Snakefile", "workflow", "envs", "profiles"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, checkout / part, symlinks=True)
+        else:
+            shutil.copy2(source, checkout / part)
+    flow = CheckoutWorkflow(tmp_path / "project", checkout)
+    flow.directory.mkdir()
+    make_video(flow.directory / "tiny.mp4", frames=2, audio=False)
+    flow.write_config(tiny_config("tiny.mp4", blend={"mode": "constant", "flow": "dis"}))
+    assert flow.run().returncode == 0
+    init = checkout / "workflow" / "dreamflow" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{__version__}"', f'"{OTHER}"'))
+    result = flow.run("--dry-run")
+    assert result.returncode == 0, result.output
+    assert flow.dreamed_in_run(result) == [1, 2]
+    assert (
+        flow.ran_in_run(result, "Blending") == flow.ran_in_run(result, "Optical flow") == ["000002"]
+    )
+    assert "rule extract_frames" not in result.output
+    # the way to keep what the old version made
+    kept = flow.run("--dry-run", "--rerun-triggers", "mtime", "input")
+    assert "Nothing to be done" in kept.output, kept.output

@@ -105,7 +105,7 @@ def check_writer(version, origin):
     )
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     raise DreamflowError(
-        f"{origin} were written by {written}, but this job runs dreamflow {__version__} (from "
+        f"{origin}: written by {written}, but this job runs dreamflow {__version__} (from "
         f"{here}): rebuild the image from the checkout that runs the workflow "
         f"(containers/README.md), or run the workflow from a checkout of dreamflow {__version__}"
     )
