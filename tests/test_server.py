@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from dreamflow import __version__
 from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
 from dreamflow.job import BlendSettings
@@ -502,7 +503,7 @@ def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_l
             ),
         ]
         for message, expected in cases:
-            request = {"op": "dream", "cwd": str(tmp_path), "job": message}
+            request = {"op": "dream", "cwd": str(tmp_path), "version": __version__, "job": message}
             reply = protocol.exchange(socket_path, request, 60)
             assert reply["status"] == "error", (message, reply)
             assert expected in reply["message"] and "\n" not in reply["message"], reply

@@ -198,7 +198,7 @@ def test_a_client_of_another_version_gets_its_own_server_not_the_running_one(tmp
     assert len(list((tmp_path / "servers").glob("*.sock"))) == 2
 
 
-def test_a_server_refuses_a_request_of_another_version_and_the_client_dreams_in_process(
+def test_a_server_refuses_a_request_of_another_version_and_serves_on(
     tmp_path, env
 ):
     write_rgb(pattern_array(), tmp_path / "frame.png")

@@ -14,7 +14,9 @@ import os
 from . import __version__
 from .errors import DreamflowError
 
-# the key of the settings mappings of dream and blend jobs that names the dreamflow that wrote them
+# the key of the settings of dream and blend jobs that names the dreamflow version that wrote them.
+# It is part of the settings text, Snakemake's params: a new version reruns the dreams and blends,
+# whose results it may change, rather than mixing two versions' frames in one video.
 VERSION_KEY = "dreamflow"
 
 
