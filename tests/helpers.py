@@ -336,12 +336,12 @@ def write_scene_frames(folder, lengths, size=(VIDEO_WIDTH, VIDEO_HEIGHT), shift=
 def job_settings(**dream):
     """The settings text of a frame job as the workflow writes it: TINY_DREAM on the CPU, with
     `dream` overriding."""
-    from dreamflow.job import settings_text
+    from dreamflow.job import JobSettings
 
     dream = dreamflow_config.resolve_dream(
         defaults("dream", **{**TINY_DREAM, "device": "cpu", **dream})
     )
-    return settings_text({"dream": dream, "zoom": None, "jpg_quality": 95})
+    return JobSettings(dream=dream).text()
 
 
 def objective_value(model, objective, image):

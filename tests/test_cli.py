@@ -6,7 +6,7 @@ import sys
 import torch
 import torchvision
 
-from dreamflow import models
+from dreamflow import __version__, models
 from dreamflow.images import read_rgb, write_rgb
 from helpers import TINY_DREAM_OPTIONS, pattern_array
 
@@ -399,7 +399,8 @@ def test_flow_then_blend_from_the_command_line(tmp_path):
                 "high": 1.0,
                 "period": 10,
                 "seed": 0,
-            }
+            },
+            "dreamflow": __version__,  # the version the workflow's settings name, checked
         }
     )
     blend = dreamflow(

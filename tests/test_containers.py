@@ -96,3 +96,23 @@ def test_same_entry_point_and_no_fixed_working_directory_under_apptainer():
     runscript = [line for line in definition_sections(DEFINITION)["runscript"] if line.strip()]
     assert runscript == [f'exec {" ".join(entrypoint)} "$@"']
     assert instructions["WORKDIR"] == "/work"
+
+
+def test_both_label_the_image_with_the_package_s_version():
+    """The label says which checkout an image goes with: jobs refuse another version's settings."""
+    from dreamflow import __version__
+
+    # a regular expression, not tomllib: the package supports Python 3.10
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"$', pyproject, re.M).group(1) == __version__
+    labels = dict(
+        word.split("=", 1)
+        for command, arguments in dockerfile_instructions(DOCKERFILE)
+        if command == "LABEL"
+        for word in arguments.split()
+    )
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert (
+        f"org.opencontainers.image.version {__version__}"
+        in definition_sections(DEFINITION)["labels"]
+    )

@@ -2,10 +2,28 @@
 
 import pytest
 
+from dreamflow import __version__
 from dreamflow.errors import DreamflowError
-from dreamflow.job import BlendJob, BlendSettings, FlowJob, FrameJob, JobSettings, settings_text
+from dreamflow.job import (
+    VERSION_KEY,
+    BlendJob,
+    BlendSettings,
+    FlowJob,
+    FrameJob,
+    JobSettings,
+    settings_text,
+)
 
 SETTINGS = JobSettings(dream={"model": "efficientnet_lite0"})
+
+
+def written_here(change):
+    """`change` with its settings, if any, naming this version: the version is checked first."""
+    if "settings" not in change:
+        return change
+    return {**change, "settings": {VERSION_KEY: __version__, **change["settings"]}}
+
+
 BLEND = BlendSettings(blend={"mode": "constant", "flow": "dis"}, start="noise", seed=4)
 
 
@@ -49,7 +67,7 @@ def test_settings_text_is_independent_of_key_order():
 def test_a_malformed_job_is_an_error_naming_the_field(change, message):
     job = FrameJob(1, "out.png", SETTINGS, 1).to_message()
     with pytest.raises(DreamflowError, match=message):
-        FrameJob.from_message({**job, **change})
+        FrameJob.from_message({**job, **written_here(change)})
 
 
 def test_a_job_without_its_required_fields_names_them():
@@ -75,7 +93,7 @@ def test_settings_that_are_not_json_name_the_option():
 def test_a_malformed_blend_job_names_the_field(change, message):
     job = BlendJob(2, "b.png", BLEND, "f2.png", "d1.png", "f1.png", "flow.npz").to_message()
     with pytest.raises(DreamflowError, match=message):
-        BlendJob.from_message({**job, **change})
+        BlendJob.from_message({**job, **written_here(change)})
 
 
 @pytest.mark.parametrize(

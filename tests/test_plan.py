@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from dreamflow import __version__
 from dreamflow.errors import DreamflowError
 from dreamflow.job import JobSettings
 from dreamflow.plan import Plan, dream_threads, job_shell_prefix
@@ -143,7 +144,8 @@ def test_a_zoom_chains_its_frames_and_needs_the_still_only_for_the_first(media):
 def test_job_settings_hold_what_dreams_need_and_not_encode_or_blend_settings(media):
     plan = plan_of(media, encode={"crf": 30}, frames={"format": "jpg", "jpg_quality": 80})
     settings = json.loads(plan["clip"].job_settings)
-    assert sorted(settings) == ["dream", "jpg_quality", "zoom"]
+    assert sorted(settings) == ["dream", "dreamflow", "jpg_quality", "zoom"]
+    assert settings["dreamflow"] == __version__  # the writer's version, which jobs check
     assert settings["jpg_quality"] == 80
     assert settings["dream"]["layers"] == ["block10"]  # the model's default, made explicit
     other = plan_of(media, encode={"crf": 40}, frames={"format": "jpg", "jpg_quality": 80})

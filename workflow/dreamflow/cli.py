@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .errors import DreamflowError
 
 
@@ -108,7 +109,10 @@ def cmd_blend(args):
 
 
 def cmd_flow(args):
-    from .job import FlowJob
+    from .job import FlowJob, check_writer
+
+    if args.written_by is not None:
+        check_writer(args.written_by, "--written-by")
 
     job = FlowJob(
         args.output, args.frame, args.previous_frame, args.method, args.threads, args.device
@@ -579,6 +583,7 @@ def build_parser(command=None):
     parser = argparse.ArgumentParser(
         prog="dreamflow", description=__doc__.split("\n\n")[0].replace("\n", " ")
     )
+    parser.add_argument("--version", action="version", version=f"dreamflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     if wanted("probe"):
@@ -654,6 +659,11 @@ def build_parser(command=None):
         )
         flow.add_argument("--device", default="auto", help="auto, cpu or cuda (RAFT)")
         flow.add_argument("--threads", type=int, default=1)
+        flow.add_argument(
+            "--written-by",
+            metavar="VERSION",
+            help="the version of the dreamflow that made this job: refused if not this one",
+        )
         flow.add_argument("-o", "--output", required=True, help="the flow file (.npz)")
         flow.set_defaults(run=cmd_flow)
 

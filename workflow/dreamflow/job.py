@@ -11,7 +11,13 @@ jobs' thin clients import this.
 import json
 import os
 
+from . import __version__
 from .errors import DreamflowError
+
+# the key of the settings of dream and blend jobs that names the dreamflow version that wrote them.
+# It is part of the settings text, Snakemake's params: a new version reruns the dreams and blends,
+# whose results it may change, rather than mixing two versions' frames in one video.
+VERSION_KEY = "dreamflow"
 
 
 def settings_text(value):
@@ -90,6 +96,29 @@ def _jpg_quality(value, origin):
     return quality
 
 
+def check_writer(version, origin):
+    """Raise DreamflowError unless `version`, the dreamflow version that wrote settings, is this
+    one: a host checkout and an image (or two installs) of different versions may read the same
+    settings differently, or dream them differently."""
+    if version == __version__:
+        return
+    written = (
+        f"dreamflow {version}" if isinstance(version, str) else "a dreamflow that names no version"
+    )
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    raise DreamflowError(
+        f"{origin}: written by {written}, but this job runs dreamflow {__version__} (from "
+        f"{here}): rebuild the image from the checkout that runs the workflow "
+        f"(containers/README.md), or run the workflow from a checkout of dreamflow {__version__}"
+    )
+
+
+def _written_here(value, origin):
+    """Check the writer's version first: settings of another version may have other keys."""
+    if isinstance(value, dict):
+        check_writer(value.get(VERSION_KEY), origin)
+
+
 class _Settings(_Record):
     """The text forms shared by the settings of every job: parsed from JSON, written as stable
     JSON."""
@@ -117,11 +146,12 @@ class JobSettings(_Settings):
     makes the image a chained frame starts from, so changing them reruns the blends, and the
     dreams only through the files that changed."""
 
-    FIELDS = {"dream": _REQUIRED, "zoom": None, "jpg_quality": 95}
+    FIELDS = {"dream": _REQUIRED, "zoom": None, "jpg_quality": 95, VERSION_KEY: __version__}
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
-        _mapping(value, origin, ("dream", "zoom", "jpg_quality"), required=("dream",))
+        _written_here(value, origin)
+        _mapping(value, origin, cls.FIELDS, required=("dream",))
         zoom = value.get("zoom")
         if zoom is not None and not isinstance(zoom, dict):
             raise DreamflowError(f"{origin}: 'zoom' must be a mapping or null")
@@ -138,11 +168,18 @@ class BlendSettings(_Settings):
 
     # the chain keys shape the DAG, not a start image: changing them reruns no blend by itself
     UNUSED_KEYS = {"blend": ("max_chain", "overlap")}
-    FIELDS = {"blend": _REQUIRED, "start": "image", "seed": 0, "jpg_quality": 95}
+    FIELDS = {
+        "blend": _REQUIRED,
+        "start": "image",
+        "seed": 0,
+        "jpg_quality": 95,
+        VERSION_KEY: __version__,
+    }
 
     @classmethod
     def from_mapping(cls, value, origin="settings"):
-        _mapping(value, origin, ("blend", "start", "seed", "jpg_quality"), required=("blend",))
+        _written_here(value, origin)
+        _mapping(value, origin, cls.FIELDS, required=("blend",))
         start = value.get("start", "image")
         if start not in ("image", "noise"):
             raise DreamflowError(f"{origin}: 'start' must be image or noise, not {start!r}")

@@ -9,6 +9,7 @@ from snakemake.common import overwrite_function_params
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+from dreamflow import __version__ as DREAMFLOW_VERSION
 from dreamflow.errors import DreamflowError
 from dreamflow.chains import NODE_PATTERN, parse_node, ranges_text
 from dreamflow.frames import count_frames, frame_name

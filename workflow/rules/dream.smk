@@ -71,11 +71,14 @@ rule flow:
     params:
         method=lambda wildcards: PLAN[wildcards.name].flow_method,
         device=lambda wildcards: PLAN[wildcards.name].flow_device,
+        # like the dream and blend settings: the writer's version, checked by the job
+        written_by=DREAMFLOW_VERSION,
     message:
         "Optical flow of frame {wildcards.frame} of {wildcards.name}"
     shell:
         "dreamflow flow --previous-frame {input.previous_frame:q} --frame {input.frame:q}"
-        " --method {params.method} --device {params.device} -o {output.flow:q} 2> {log:q}"
+        " --method {params.method} --device {params.device} --written-by {params.written_by}"
+        " -o {output.flow:q} 2> {log:q}"
 
 
 # An overlap frame of a long chain: the old segment's dream fading into the new one's.

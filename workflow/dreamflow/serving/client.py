@@ -9,7 +9,8 @@ yaml or jsonschema): a frame costs a Python start-up and one request.
   then use that server.
 - If the server dies mid-request or the connection breaks, the server is started again and the
   request retried (a few times). If no server can be had (disabled, socket directory not usable,
-  the server cannot start or answer in time), the caller dreams in-process. Errors that are the
+  the server cannot start or answer in time), the caller dreams in-process; a server directory
+  that cannot be used is a warning (the user's to fix), the rest a note. Errors that are the
   user's (DreamflowError in the server) come back as DreamflowError, without a retry or a fallback.
 """
 
@@ -143,6 +144,16 @@ def ensure_server(paths, env=None):
         raise Unavailable(f"the server did not answer within {START_TIMEOUT:g} s; see {paths.log}")
 
 
+def no_server_dir_warning(reason):
+    """The warning of a job that finds no usable server directory, in one line: each frame job
+    then loads its model itself, which on a cluster node can take longer than the dream."""
+    return (
+        f"dreamflow: warning: no usable model server directory ({reason}): every job loads its "
+        "model itself; set DREAMFLOW_SERVER_DIR=/tmp/dreamflow-$USER, a directory of your own "
+        "that the jobs can reach"
+    )
+
+
 DONE = {protocol.DREAM: "dreamed", protocol.BLEND: "blended", protocol.FLOW: "flow computed"}
 
 
@@ -160,7 +171,12 @@ def request(op, job, env=None, notes=sys.stderr):
     try:
         server_roots(env)  # a bad value is the user's to fix, not a reason to dream in-process
         paths = server_paths(env=env)
-        prepare_dir(paths)
+        try:
+            prepare_dir(paths)
+        except Unavailable as error:
+            # the same line from every job of the run: the run's summary shows it once
+            print(no_server_dir_warning(error), file=notes, flush=True)
+            return False
         starts = 0
         while True:
             try:

@@ -2,9 +2,10 @@
 names its socket, lock, pid and log files, and that tidies the server directory.
 
 The name is a short hash of the working directory (Snakemake runs jobs from the workflow's) and of
-what else the bytes of a dream depend on: this Python, the package, the CPUs this process may use,
-the umask and the environment variables in IDENTITY_ENV. Different workflows never share a server,
-and a server started in the same directory resolves relative paths exactly as the job would.
+what else the bytes of a dream depend on: this Python, the package and its version, the CPUs this
+process may use, the umask and the environment variables in IDENTITY_ENV. Different workflows
+never share a server, and a server started in the same directory resolves relative paths exactly
+as the job would.
 
 The server directory must be a real directory (not a symbolic link) of this user with mode 0700:
 anyone who can reach a socket in it can have the server read and write files as this user.
@@ -26,6 +27,7 @@ import stat
 import sys
 import time
 
+from .. import __version__
 from ..errors import DreamflowError
 from .protocol import Unavailable, ping
 
@@ -88,6 +90,8 @@ def identity(cwd=None, env=None):
         "cwd": os.path.abspath(cwd or os.getcwd()),
         "python": sys.executable,
         "package": package_root(),
+        # the same directory holds another version after an upgrade: never its old server
+        "version": __version__,
         "cpus": cpus,
         "umask": umask,
         "env": {name: env.get(name) for name in IDENTITY_ENV},

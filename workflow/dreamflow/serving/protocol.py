@@ -2,7 +2,7 @@
 
 Requests: {"op": "status"} (the server's pid, directory and load), {"op": "stop"} (leave once
 idle), and jobs: {"op": "dream" | "blend" | "flow", "cwd": ..., "job": job.to_message()} for a
-FrameJob, BlendJob or FlowJob. Every reply has a "status":
+FrameJob, BlendJob or FlowJob, with the client's dreamflow "version". Every reply has a "status":
 ok; error (the user's mistake, a DreamflowError: "message" is shown as is); failed or unavailable
 (the server could not do it: the client dreams in-process); retry (the server is stale and leaving:
 start another and send again). A connection from a process of another user gets no reply at all.
@@ -13,6 +13,8 @@ import json
 import os
 import socket
 import sys
+
+from .. import __version__
 
 STATUS, STOP = "status", "stop"
 DREAM, BLEND, FLOW = "dream", "blend", "flow"
@@ -41,7 +43,16 @@ def encode(message):
 
 
 def job_request(op, cwd, job):
-    return {"op": op, "cwd": cwd, "job": job.to_message()}
+    return {"op": op, "cwd": cwd, "version": __version__, "job": job.to_message()}
+
+
+def version_mismatch(request):
+    """Why a server of this dreamflow must not run `request`, or None: a job's fields and what
+    running it gives are those of the client's version."""
+    version = request.get("version")
+    if version == __version__:
+        return None
+    return f"the model server runs dreamflow {__version__}, the job dreamflow {version}"
 
 
 def exchange(socket_path, message, timeout):

@@ -455,6 +455,10 @@ class Server:
             return False
 
     def _run(self, op, request, connection):
+        mismatch = protocol.version_mismatch(request)
+        if mismatch:
+            log(f"refused: {mismatch}")
+            return {"status": protocol.UNAVAILABLE, "message": mismatch}
         try:
             job = JOBS[op].from_message(request.get("job"))
             if job.SETTINGS:
