@@ -198,9 +198,7 @@ def test_a_client_of_another_version_gets_its_own_server_not_the_running_one(tmp
     assert len(list((tmp_path / "servers").glob("*.sock"))) == 2
 
 
-def test_a_server_refuses_a_request_of_another_version_and_serves_on(
-    tmp_path, env
-):
+def test_a_server_refuses_a_request_of_another_version_and_serves_on(tmp_path, env):
     write_rgb(pattern_array(), tmp_path / "frame.png")
     first = dream_frame(tmp_path, env, tmp_path / "frame.png", tmp_path / "a.png")
     assert first.returncode == 0, first.stderr
