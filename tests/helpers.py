@@ -605,14 +605,23 @@ def finish(process):
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def is_dreamflow_server(pid):
+def has_exited(pid):
+    """Whether process `pid` is gone or a zombie: only then are its files closed. A dying process
+    has no command line a while before that (the kernel frees its memory first)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False  # exited, not yet reaped
+            return handle.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def is_dreamflow_server(pid):
+    if has_exited(pid):
+        return False
+    try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             return b"\0-m\0dreamflow\0serve\0" in handle.read()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
