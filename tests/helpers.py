@@ -567,6 +567,19 @@ def assert_same_dream(raw, dream, reference, dream_settings):
     return cosine
 
 
+def run_dreamflow(*arguments, cwd=None, env=None, timeout=300):
+    """Run the `dreamflow` command of this checkout's package, as a workflow job does; `env` is the
+    whole environment (None: this process's)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dreamflow", *map(str, arguments)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 # ---- the model server ----
 
 

@@ -11,7 +11,14 @@ import sys
 import pytest
 import torch
 
-from helpers import TINY_DREAM_OPTIONS, Workflow, make_video, solid_image, tiny_config
+from helpers import (
+    TINY_DREAM_OPTIONS,
+    Workflow,
+    make_video,
+    run_dreamflow,
+    solid_image,
+    tiny_config,
+)
 
 # what `nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader` prints on a
 # V100 node with the R535 driver
@@ -57,22 +64,11 @@ def no_gpu():
     return env
 
 
-def dreamflow(*arguments, env, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "dreamflow", *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 def test_doctor_reports_the_build_its_driver_and_that_cuda_is_not_usable():
     env = no_gpu()
     if env is None:
         pytest.skip("this machine shows a GPU")
-    result = dreamflow("doctor", env=env)
+    result = run_dreamflow("doctor", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"torch {torch.__version__}, built for CUDA {torch.version.cuda}; needs NVIDIA driver "
@@ -84,7 +80,7 @@ def test_doctor_reports_the_build_its_driver_and_that_cuda_is_not_usable():
 
 
 def test_doctor_names_the_old_driver_and_the_gpu_nvidia_smi_lists(old_driver):
-    result = dreamflow("doctor", env=old_driver)
+    result = run_dreamflow("doctor", env=old_driver)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert f"built for CUDA {torch.version.cuda}; needs NVIDIA driver >= 580" in lines[0]
@@ -99,7 +95,7 @@ def test_a_gpu_named_only_by_cuda_visible_devices_is_not_usable_and_torch_says_w
     env = no_gpu()
     if env is None:
         pytest.skip("this machine shows a GPU")
-    result = dreamflow("doctor", env={**env, "CUDA_VISIBLE_DEVICES": "0"})
+    result = run_dreamflow("doctor", env={**env, "CUDA_VISIBLE_DEVICES": "0"})
     assert result.returncode == 0, result.stderr
     line = result.stdout.splitlines()[1]
     assert line.startswith(
@@ -111,7 +107,7 @@ def test_a_gpu_named_only_by_cuda_visible_devices_is_not_usable_and_torch_says_w
 
 def test_device_cuda_stops_with_one_line_naming_the_driver(old_driver, tmp_path):
     image = solid_image(tmp_path / "in.png", (90, 120, 200))
-    result = dreamflow(
+    result = run_dreamflow(
         "dream",
         image,
         "-o",

@@ -40,21 +40,10 @@ from helpers import (
     job_settings,
     kill_servers,
     pattern_array,
+    run_dreamflow,
 )
 
 SHORT_IDLE = 2  # seconds, for the test of the idle exit
-
-
-def run_step(cwd, env, *arguments):
-    """Run a `dreamflow` step command (flow, blend) the way its workflow job does."""
-    return subprocess.run(
-        [sys.executable, "-m", "dreamflow", *map(str, arguments)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def status(cwd, env):
@@ -193,9 +182,7 @@ def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes
     outputs = {}
     for where, environment in (("server", env), ("local", {**env, "DREAMFLOW_SERVER": "off"})):
         folder = tmp_path / where
-        flow = run_step(
-            tmp_path,
-            environment,
+        flow = run_dreamflow(
             "flow",
             "--previous-frame",
             tmp_path / "raw-1.png",
@@ -203,11 +190,11 @@ def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes
             tmp_path / "raw-2.png",
             "-o",
             folder / "flow.npz",
+            cwd=tmp_path,
+            env=environment,
         )
         assert flow.returncode == 0, flow.stderr
-        start = run_step(
-            tmp_path,
-            environment,
+        start = run_dreamflow(
             "blend",
             "--number",
             2,
@@ -223,11 +210,11 @@ def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes
             blend,
             "-o",
             folder / "start.png",
+            cwd=tmp_path,
+            env=environment,
         )
         assert start.returncode == 0, start.stderr
-        dream = run_step(
-            tmp_path,
-            environment,
+        dream = run_dreamflow(
             "dream-frame",
             "--frame",
             folder / "start.png",
@@ -240,6 +227,8 @@ def test_flow_and_blend_jobs_go_through_the_server_and_give_the_in_process_bytes
             1,
             "-o",
             folder / "2.png",
+            cwd=tmp_path,
+            env=environment,
         )
         assert dream.returncode == 0, dream.stderr
         verbs = [result.stderr.split(" by the model server")[0] for result in (flow, start, dream)]
@@ -257,9 +246,7 @@ def test_a_blend_job_with_a_wrong_setting_gets_a_one_line_error_from_the_server(
     tmp_path, env, frames
 ):
     blend = BlendSettings(defaults("blend", mode="constant", flow="none", carry="sideways")).text()
-    result = run_step(
-        tmp_path,
-        env,
+    result = run_dreamflow(
         "blend",
         "--number",
         2,
@@ -271,6 +258,8 @@ def test_a_blend_job_with_a_wrong_setting_gets_a_one_line_error_from_the_server(
         blend,
         "-o",
         tmp_path / "start.png",
+        cwd=tmp_path,
+        env=env,
     )
     assert result.returncode == 1
     assert result.stderr.startswith("dreamflow: error: config key blend.carry: 'sideways'")

@@ -31,6 +31,7 @@ from helpers import (
     kill_servers,
     make_video,
     pattern_array,
+    run_dreamflow,
     tiny_config,
 )
 
@@ -120,14 +121,11 @@ def test_a_blend_job_refuses_settings_of_another_version_in_one_line(tmp_path, e
     for number in (1, 2):
         write_rgb(pattern_array(seed=number), tmp_path / f"{number}.png")
     settings = BlendSettings(defaults("blend", mode="constant", flow="none")).text()
-    result = subprocess.run(
-        [sys.executable, "-m", "dreamflow", "blend", "--number", "2", "--frame", "2.png"]
-        + ["--previous", "1.png", "--settings", written_by(settings, OTHER), "-o", "start.png"],
+    result = run_dreamflow(
+        *["blend", "--number", "2", "--frame", "2.png", "--previous", "1.png"],
+        *["--settings", written_by(settings, OTHER), "-o", "start.png"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
@@ -138,14 +136,11 @@ def test_a_blend_job_refuses_settings_of_another_version_in_one_line(tmp_path, e
 def test_a_flow_job_refuses_a_workflow_of_another_version_in_one_line(tmp_path, env):
     for number in (1, 2):
         write_rgb(pattern_array(seed=number), tmp_path / f"{number}.png")
-    result = subprocess.run(
-        [sys.executable, "-m", "dreamflow", "flow", "--previous-frame", "1.png", "--frame"]
-        + ["2.png", "--written-by", OTHER, "-o", "flow.npz"],
+    result = run_dreamflow(
+        *["flow", "--previous-frame", "1.png", "--frame", "2.png"],
+        *["--written-by", OTHER, "-o", "flow.npz"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
