@@ -57,10 +57,13 @@ def dreamflow_image(podman):
     mounts = [
         f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)
     ]
+    # by digest, as the Dockerfile's default names its base
+    digest = podman("image", "inspect", "--format", "{{.Digest}}", BASE_IMAGE, check=True).stdout
+    base = f"{BASE_IMAGE.rsplit(':', 1)[0]}@{digest.strip()}"
     start = time.monotonic()
     result = podman(
         "build",
-        f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
+        f"--build-arg=BASE_IMAGE={base}",
         *mounts,
         "--file",
         REPO / "containers" / "Dockerfile",
