@@ -211,7 +211,9 @@ def test_jobs_find_dreamflow_beside_the_python_running_snakemake_unless_in_a_con
     (tmp_path / "weird {dir}" / "dreamflow").touch()
     prefix = job_shell_prefix(str(python), in_container=False)
     assert prefix == f"set -euo pipefail; PATH='{tmp_path}/weird {{{{dir}}}}':\"$PATH\"; "
-    assert job_shell_prefix(str(python), in_container=True) == "set -euo pipefail; "
+    assert job_shell_prefix(str(python), in_container=True) == (
+        "set -euo pipefail; export DREAMFLOW_PER_RULE_CONTAINER=1; "
+    )
 
 
 def test_a_guide_image_is_an_input_of_every_dream_job(media):

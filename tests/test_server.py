@@ -27,7 +27,7 @@ from dreamflow.config import resolve_dream
 from dreamflow.images import write_rgb
 from dreamflow.job import BlendSettings
 from dreamflow.plan import job_shell_prefix
-from dreamflow.serving import paths, protocol
+from dreamflow.serving import client, paths, protocol
 from helpers import (
     LONG_IDLE,
     TINY_DREAM,
@@ -410,6 +410,28 @@ def test_falls_back_to_in_process_when_the_server_directory_cannot_be_made(
     )
     assert dreamed.startswith("dreamflow: dreamed in-process: ")
     assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
+
+
+def test_a_job_in_a_per_rule_container_starts_no_server_but_uses_a_running_one(
+    tmp_path, env, frames, in_process
+):
+    """Its container ends with it, taking the image from under a server started inside."""
+    contained = {**env, client.PER_RULE_CONTAINER: "1"}
+    result = dream_frame(tmp_path, contained, frames / "1.png", tmp_path / "a.png")
+    assert result.returncode == 0, result.stderr
+    note, dreamed = result.stderr.splitlines()
+    assert note == client.PER_RULE_NOTE
+    assert "no model server started: this job runs in a container of its own" in note
+    assert dreamed.startswith("dreamflow: dreamed in-process: ")
+    assert status(tmp_path, contained) is None
+    assert (tmp_path / "a.png").read_bytes() == in_process("plain", "1.png")
+
+    started = dream_frame(tmp_path, env, frames / "1.png", tmp_path / "b.png")
+    assert started.returncode == 0, started.stderr
+    result = dream_frame(tmp_path, contained, frames / "1.png", tmp_path / "c.png")
+    assert result.returncode == 0, result.stderr
+    assert dreamed_by_server(result) == dreamed_by_server(started)
+    assert (tmp_path / "c.png").read_bytes() == in_process("plain", "1.png")
 
 
 def test_falls_back_to_in_process_when_the_server_exits_at_start(

@@ -1,12 +1,16 @@
-"""Per-rule containers: `snakemake --sdm apptainer` runs every job of the workflow in the image.
+"""Apptainer: every job in its own container (`snakemake --sdm apptainer`), and the whole workflow
+in one container (`apptainer exec IMAGE snakemake`).
 
 Apptainer cannot be installed here, so `apptainer` is tests/adapters/apptainer, a TEST-ONLY adapter
 that carries out the command lines Snakemake builds through real Podman, with Apptainer's defaults
-(see its docstring). What this cannot show: the Apptainer binary itself (its SIF images, its own
-mount and namespace code) and GPU binding (`--nv`; no GPU here). What it shows for real: each job
-runs in the image named by the config key `container`, the model server is started inside a
-container and outlives the job that started it, its socket, pid and log files sit in a bind-mounted
-node-local directory on the host, and model weights come from a bind-mounted torch cache.
+(see its docstring). Like Apptainer, it takes the image away from whatever a command leaves running
+when the command exits (it kills it). What this cannot show: the Apptainer binary itself (its SIF
+images, its own mount and namespace code) and GPU binding (`--nv`; no GPU here). What it shows for
+real: with per-rule containers each job runs in the image named by the config key `container`,
+dreams in-process with the image's Python and says why in its log (a model server started in a
+job's container would lose the image with the job), reads model weights from a bind-mounted torch
+cache, and leaves no server behind; with the workflow in one container, the frames are dreamed by
+one model server that the first job started in that container, and nothing outlives `exec`.
 """
 
 import os
@@ -33,7 +37,8 @@ pytestmark = pytest.mark.integration
 ADAPTERS = REPO / "tests" / "adapters"
 LABEL = "apptainer-test-adapter=1"
 DREAMER = re.compile(
-    r"^dreamflow: dreamed by the model server: pid (\d+), python (\S+), host (\S+)$", re.MULTILINE
+    r"^dreamflow: dreamed (by the model server|in-process): pid (\d+), python (\S+), host (\S+)$",
+    re.MULTILINE,
 )
 DEMO_DREAM = {"iterations": 5}
 CAT_DREAM = {**TINY_DREAM, "model": "googlenet", "layers": ["inception3b"]}
@@ -92,6 +97,61 @@ def stop_servers(server_dir, podman, timeout=60):
     return left
 
 
+def demo_config(project, with_cat):
+    inputs = {
+        "demo": {
+            "path": "workflow/resources/demo/demo.mp4",
+            "frames": {"end": FRAMES, "width": 160},
+            "dream": DEMO_DREAM,
+        }
+    }
+    if with_cat:
+        inputs["cat"] = {
+            "path": "workflow/resources/demo/chelsea.jpg",
+            "frames": {"width": 96},
+            "dream": CAT_DREAM,
+        }
+    (project / "test-config.yaml").write_text(yaml.safe_dump({"inputs": inputs}))
+
+
+def run_env(server_dir, **extra):
+    # a long idle time: a server the jobs started would still be there when the run ends, unless
+    # its container took it away
+    return podman_env(
+        {
+            **{name: value for name, value in os.environ.items() if name != "TORCH_HOME"},
+            "PATH": f"{ADAPTERS}{os.pathsep}{os.environ['PATH']}",
+            "DREAMFLOW_SERVER_DIR": str(server_dir),
+            "DREAMFLOW_SERVER_IDLE": "60",
+            **extra,
+        }
+    )
+
+
+def finished_run(command, project, env, server_dir, podman, what):
+    """Run `command`; what it left: its output, the server directory's files and the adapter's
+    containers still there when it returned (then removed)."""
+    start = time.monotonic()
+    try:
+        result = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+        seconds = time.monotonic() - start
+        server_files = sorted(path.name for path in server_dir.iterdir())
+        left = adapter_containers(podman)
+    finally:
+        stop_servers(server_dir, podman)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    SUMMARY.append(f"{what}: {seconds:.0f} s")
+    return {
+        "project": project,
+        "output": result.stdout + result.stderr,
+        "server_dir": server_dir,
+        "server_files": server_files,
+        "left": left,
+    }
+
+
 @pytest.fixture(scope="module")
 def container_run(podman, dreamflow_image, tmp_path_factory):
     """The demo (its first FRAMES frames, smaller and with fewer steps, blending on) and a GoogLeNet
@@ -108,35 +168,8 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
     torch_home = Path(tempfile.mkdtemp(prefix="dreamflow-test-torch-", dir="/var/tmp"))
     try:
         write_random_googlenet(torch_home)
-        (project / "test-config.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "inputs": {
-                        "demo": {
-                            "path": "workflow/resources/demo/demo.mp4",
-                            "frames": {"end": FRAMES, "width": 160},
-                            "dream": DEMO_DREAM,
-                        },
-                        "cat": {
-                            "path": "workflow/resources/demo/chelsea.jpg",
-                            "frames": {"width": 96},
-                            "dream": CAT_DREAM,
-                        },
-                    }
-                }
-            )
-        )
-        # a long idle time: the servers stay until the test has listed their files, then
-        # stop_servers stops them
-        env = podman_env(
-            {
-                **os.environ,
-                "PATH": f"{ADAPTERS}{os.pathsep}{os.environ['PATH']}",
-                "DREAMFLOW_SERVER_DIR": str(server_dir),
-                "TORCH_HOME": str(torch_home),
-                "DREAMFLOW_SERVER_IDLE": "60",
-            }
-        )
+        demo_config(project, with_cat=True)
+        env = run_env(server_dir, TORCH_HOME=str(torch_home))
         apptainer_args = "--contain " + profile_apptainer_args(env)
         command = [
             sys.executable,
@@ -153,42 +186,56 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
             "--config",
             f"container=docker://{dreamflow_image}",
         ]
-        start = time.monotonic()
-        try:
-            result = subprocess.run(
-                command, cwd=project, env=env, capture_output=True, text=True, timeout=900
-            )
-            seconds = time.monotonic() - start
-            server_files = sorted(
-                path.name for path in server_dir.iterdir()
-            )  # before the servers leave
-        finally:
-            left = stop_servers(server_dir, podman)
-        assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-        SUMMARY.append(
-            f"per-rule containers (snakemake --sdm apptainer, test adapter): {seconds:.0f} s"
+        run = finished_run(
+            command,
+            project,
+            env,
+            server_dir,
+            podman,
+            "per-rule containers (snakemake --sdm apptainer, test adapter)",
         )
-        yield {
-            "project": project,
-            "output": result.stdout + result.stderr,
-            "server_dir": server_dir,
-            "server_files": server_files,
-            "left": left,
-            "apptainer_args": apptainer_args,
-        }
+        yield {**run, "apptainer_args": apptainer_args}
     finally:
         shutil.rmtree(torch_home)
 
 
+@pytest.fixture(scope="module")
+def one_container_run(podman, dreamflow_image, tmp_path_factory):
+    """The demo (FRAMES frames) with Snakemake itself in the image, as on a GPU node:
+    `apptainer exec IMAGE snakemake --cores 2`, no --sdm; the model in the image."""
+    root = tmp_path_factory.mktemp("one-container")
+    project = project_copy(root / "project")
+    server_dir = root / "server"
+    server_dir.mkdir(mode=0o700)
+    demo_config(project, with_cat=False)
+    command = [
+        "apptainer",
+        "exec",
+        f"docker://{dreamflow_image}",
+        "snakemake",
+        "--cores",
+        "2",
+        "--configfile",
+        "test-config.yaml",
+    ]
+    return finished_run(
+        command,
+        project,
+        run_env(server_dir),
+        server_dir,
+        podman,
+        "whole workflow in one container (apptainer exec IMAGE snakemake, test adapter)",
+    )
+
+
 def dreamers(project):
-    """{log file: (pid, python, host)} of every dream job."""
+    """{log file: (how, pid, python, host)} of every dream job, how: 'by the model server' or
+    'in-process'."""
     found = {}
     for log in sorted(project.glob("work/*/logs/dream/*.log")):
         lines = DREAMER.findall(log.read_text())
-        assert len(lines) == 1, (
-            f"{log}: no single 'dreamed by the model server' line:\n{log.read_text()}"
-        )
-        found[log] = (int(lines[0][0]), lines[0][1], lines[0][2])
+        assert len(lines) == 1, f"{log}: no single 'dreamed ...' line:\n{log.read_text()}"
+        found[log] = (lines[0][0], int(lines[0][1]), lines[0][2], lines[0][3])
     return found
 
 
@@ -214,37 +261,34 @@ def test_every_job_ran_in_the_image_and_made_the_results(container_run):
     ).is_dir()  # Snakemake pulled the docker:// image (a marker)
 
 
-def test_frames_were_dreamed_by_a_server_running_the_images_python(
+def test_per_rule_jobs_dreamed_in_process_with_the_images_python_and_said_why(
     container_run, podman, dreamflow_image
 ):
     venv = image_virtualenv(podman, dreamflow_image)
     found = dreamers(container_run["project"])
     assert len(found) == FRAMES + 1  # the demo's frames and the photo
-    for log, (_pid, python, host) in found.items():
+    for log, (how, _pid, python, host) in found.items():
+        assert how == "in-process", f"{log}: dreamed {how}"
+        assert client.PER_RULE_NOTE in log.read_text().splitlines(), log.read_text()
         assert python.startswith(f"{venv}/bin/python"), (
             f"{log}: dreamed by {python}, not the image's Python"
         )
         assert python != sys.executable
         assert host == socket.gethostname()  # Apptainer shares the host's name
-    pids = [pid for pid, _, _ in found.values()]
-    # the server outlived the job (and container) that started it and served the following jobs
-    assert len(set(pids)) < len(pids), f"every frame started its own server: {pids}"
 
 
-def test_the_servers_files_are_in_the_bind_mounted_directory_on_the_host(container_run):
-    server_dir, files = container_run["server_dir"], container_run["server_files"]
-    assert any(name.endswith(".sock") for name in files), files
-    assert any(name.endswith(".pid") for name in files), files
-    logs = "".join(path.read_text() for path in server_dir.glob("*.log"))
-    for pid, _, _ in dreamers(container_run["project"]).values():
-        assert f"[{pid}] serving {container_run['project']}" in logs  # the pids are host pids
+def test_per_rule_jobs_started_no_server_and_left_nothing_running(container_run):
+    files = container_run["server_files"]
+    assert not [name for name in files if name.endswith((".sock", ".pid", ".log"))], files
+    assert container_run["left"] == [], "containers still running after the run"
 
 
 def test_googlenet_weights_came_from_the_bind_mounted_cache(container_run):
-    logs = "".join(path.read_text() for path in container_run["server_dir"].glob("*.log"))
-    # the image has no GoogLeNet weights: the server could only load them through the bind
-    assert re.search(r"loaded googlenet in [\d.]+ s", logs), logs[-3000:]
+    # the image has no GoogLeNet weights and no model hub is reachable: the cat's dream could only
+    # load them through the bind
     project = container_run["project"]
+    (log,) = project.glob("work/cat/logs/dream/*.log")
+    assert "dreamflow: dreamed in-process: " in log.read_text()
     assert_dreamed(
         project / "work/cat/frames/000001.png", project / "results/cat/cat.png", CAT_DREAM
     )
@@ -255,8 +299,26 @@ def test_the_profiles_gpu_flag_is_reported_as_not_emulated(container_run):
     assert "--nv: GPU binding is not emulated (no GPU here)" in container_run["output"]
 
 
-def test_no_container_is_left_behind(container_run, podman):
-    assert container_run["left"] == [], (
-        "containers still running after the servers were asked to stop"
-    )
+def test_in_one_container_one_model_server_dreamed_the_frames(
+    one_container_run, podman, dreamflow_image
+):
+    project = one_container_run["project"]
+    venv = image_virtualenv(podman, dreamflow_image)
+    found = dreamers(project)
+    assert len(found) == FRAMES
+    for log, (how, _pid, python, _host) in found.items():
+        assert how == "by the model server", f"{log}: dreamed {how}:\n{log.read_text()}"
+        assert client.PER_RULE_NOTE not in log.read_text()
+        assert python.startswith(f"{venv}/bin/python"), python
+    pids = {pid for _, pid, _, _ in found.values()}
+    assert len(pids) == 1, f"the frames were not all dreamed by one server: {pids}"
+    logs = "".join(path.read_text() for path in one_container_run["server_dir"].glob("*.log"))
+    assert f"[{pids.pop()}] serving {project}" in logs  # a host pid, files on the host
+    assert len(sorted((project / "work/demo/dreamed").glob("*.png"))) == FRAMES
+    assert (project / "results/demo/demo.mp4").is_file()
+
+
+def test_nothing_outlives_the_one_container(one_container_run, podman):
+    # the server's idle time (60 s) had not run out: the container's end took it
+    assert one_container_run["left"] == [], "containers still running after exec returned"
     assert adapter_containers(podman) == []

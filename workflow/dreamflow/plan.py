@@ -16,6 +16,7 @@ from .chains import Chains, node_name
 from .frames import frame_name
 from .job import BlendSettings, JobSettings, settings_text
 from .models import FLOW_WEIGHTS, TORCHVISION_WEIGHTS, weights_cache_file
+from .serving.client import PER_RULE_CONTAINER
 from .sweep import item_dream_settings, sheet_columns, sweep_cells, time_text
 
 
@@ -437,8 +438,11 @@ def job_shell_prefix(python_executable, in_container, data_dirs=()):
     commands; in a container, the image's own `dreamflow` runs); and those of `data_dirs` (the
     work and results directories) that lie outside the workflow directory in
     DREAMFLOW_SERVER_ROOTS, the directories besides its own whose files the model server may
-    use."""
+    use. In a container of its own (`--sdm apptainer`), a job may use a model server that is
+    running but never starts one (serving.client.PER_RULE_CONTAINER says why)."""
     prefix = "set -euo pipefail; "
+    if in_container:
+        prefix += f"export {PER_RULE_CONTAINER}=1; "
     here = os.path.realpath(os.getcwd())  # Snakemake's working directory, the jobs' too
     outside = []
     for directory in map(os.path.realpath, data_dirs):

@@ -23,4 +23,7 @@ Environment variables:
                          workflow sets it for a work_dir or results_dir outside itself.
   DREAMFLOW_SERVER_IDLE  seconds a server stays up without requests before it exits (default 10);
                          given to the server when a client starts one.
+  DREAMFLOW_PER_RULE_CONTAINER
+                         set by the workflow when each job runs in a container of its own: the
+                         client uses a running server but never starts one (see client).
 """

@@ -30,6 +30,26 @@ MAX_STARTS = 3  # the first start plus two restarts after a server died under a 
 LOG_MAX_BYTES = 1 << 20  # a log beyond this is moved to .log.old when the next server starts
 
 
+# Set by the workflow for jobs that each run in a container of their own (`--sdm apptainer`): such
+# a container ends with its job, and Apptainer then unmounts the image under anything the job left
+# running, so a server started there could not serve the next job.
+PER_RULE_CONTAINER = "DREAMFLOW_PER_RULE_CONTAINER"
+PER_RULE_NOTE = (
+    "dreamflow: note: no model server started: this job runs in a container of its own (--sdm "
+    "apptainer), whose image leaves with the job, so each job loads its model itself; run the "
+    "workflow in one container (apptainer exec IMAGE snakemake) to keep one server for all jobs"
+)
+
+
+class NotStarted(Unavailable):
+    """No server answers, and this job may not start one (a per-rule container)."""
+
+
+def may_start(env=None):
+    env = os.environ if env is None else env
+    return not env.get(PER_RULE_CONTAINER, "").strip()
+
+
 def enabled(env=None):
     env = os.environ if env is None else env
     return env.get("DREAMFLOW_SERVER", "").strip().lower() not in ("off", "0", "false", "no")
@@ -125,6 +145,8 @@ def ensure_server(paths, env=None):
         status = ping(paths.socket)
         if status:
             return status
+        if not may_start(env):
+            raise NotStarted(PER_RULE_NOTE)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(paths.socket)  # a dead server's socket; a live one answered the ping
         process = spawn(paths, env)
@@ -175,7 +197,11 @@ def request(op, job, env=None, notes=sys.stderr):
             prepare_dir(paths)
         except Unavailable as error:
             # the same line from every job of the run: the run's summary shows it once
-            print(no_server_dir_warning(error), file=notes, flush=True)
+            print(
+                no_server_dir_warning(error) if may_start(env) else PER_RULE_NOTE,
+                file=notes,
+                flush=True,
+            )
             return False
         starts = 0
         while True:
@@ -206,6 +232,9 @@ def request(op, job, env=None, notes=sys.stderr):
             raise Unavailable(reply.get("message") or f"unexpected reply from the server: {reply}")
     except DreamflowError:
         raise
+    except NotStarted as error:
+        print(error, file=notes, flush=True)
+        return False
     except Exception as error:  # Unavailable, or anything unforeseen: the job runs anyway
         note = " ".join(str(error).split())
         if not isinstance(error, Unavailable):
