@@ -468,7 +468,8 @@ def test_the_server_keeps_the_two_models_used_last_and_serve_status_shows_it_run
         pids.add(dreamed_by_server(result))
     (pid,) = pids
     log = paths.server_paths(cwd=str(tmp_path), env=env).log
-    loads = [line for line in open(log).read().splitlines() if f"[{pid}] loaded " in line]
+    with open(log) as handle:
+        loads = [line for line in handle if f"[{pid}] loaded " in line]
     assert len(loads) == 4, loads
 
     shown = run_dreamflow("serve", "--status", cwd=tmp_path, env=env)
