@@ -5,11 +5,14 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from dreamflow import coherence as coherence_module
 from dreamflow.images import read_rgb
 from helpers import (
     Workflow,
     copy_workflow,
+    dream_change,
     ffprobe_streams,
     make_video,
     tiny_config,
@@ -62,10 +65,32 @@ def test_a_cut_starts_a_chain_and_the_two_scenes_dream_side_by_side(two_scenes):
     assert order.index("000005") < order.index("000004"), order
     log = flow.path(WORK, "logs", "dream", "000006.png.log").read_text()
     assert "dreamed by the model server" in log
+
+
+def test_the_coherence_figures_are_those_of_the_dreamed_frames_and_the_plot_shows_them(two_scenes):
+    flow, _ = two_scenes
     coherence = json.loads(flow.path("results", "tiny", "coherence.json").read_text())
+    assert (coherence["frames"], coherence["scene_starts"]) == (8, [5])
     assert coherence["pairs"] == 6  # the pair across the cut is left out
-    assert coherence["per_frame"][4]["e_warp_dreamed"] is None
-    assert flow.path("results", "tiny", "coherence.png").stat().st_size > 1000
+    for entry in coherence["per_frame"]:
+        number = entry["frame"]
+        name = f"{number:06d}.png"
+        # the strength is the mean change the dream made to that very frame
+        change = dream_change(flow.path(WORK, "frames", name), flow.path(WORK, "dreamed", name))
+        assert entry["strength"] * 255 == pytest.approx(change, abs=1e-6), number
+        measured = [entry["e_warp_dreamed"], entry["e_warp_raw"]]
+        if number in (1, 5):  # no pair ends at the first frame or across the cut
+            assert measured == [None, None], number
+        else:
+            assert all(value > 0 for value in measured), (number, measured)
+    with Image.open(flow.path("results", "tiny", "coherence.png")) as picture:
+        assert (picture.format, picture.size) == ("PNG", coherence_module.PLOT_SIZE)
+        pixels = np.asarray(picture.convert("RGB"))
+    # both curves are drawn, and the cut is a vertical line through the plot
+    for colour in (coherence_module._DREAMED, coherence_module._RAW):
+        assert (pixels == colour).all(axis=2).sum() >= 50, colour
+    cut_columns = (pixels == coherence_module._CUT).all(axis=2).sum(axis=0)
+    assert cut_columns.max() >= 0.5 * pixels.shape[0], cut_columns.max()
 
 
 def test_dream_threads_auto_share_the_cores_among_the_chains(two_scenes, tmp_path):
@@ -162,6 +187,45 @@ def test_deleting_a_dream_in_a_segment_redoes_that_segment_from_there_and_its_se
     assert result.returncode == 0, result.output
     assert flow.ran_in_run(result, "Dreaming") == ["000007", "000008", "000009"]
     assert flow.ran_in_run(result, "Crossfading") == ["000009"]
+
+
+@pytest.mark.parametrize(
+    ("change", "dreams", "crossfades"),
+    [
+        # segments 1-5, 5-9, 9-10 become 1-6, 6-10: frame 6 now follows the old segment's 5
+        ({"max_chain": 6}, ["000006", "000006-lead", "000007", "000008", "000009", "000010"], [6]),
+        # 1-5, 5-9, 9-10 become 1-5, 4-8, 7-10: the second segment starts a frame earlier
+        (
+            {"overlap": 2},
+            ["000004-lead", "000005-lead", "000006", "000007", "000007-lead", "000008"]
+            + ["000008-lead", "000009", "000010"],
+            [4, 5, 7, 8],
+        ),
+    ],
+    ids=["max_chain", "overlap"],
+)
+def test_a_changed_segmentation_reruns_the_frames_whose_place_in_a_chain_changed(
+    segments, tmp_path, change, dreams, crossfades
+):
+    flow = copy_workflow(segments[0].directory, tmp_path / "copy")
+    kept = {n: dreamed(flow, f"{n:06d}").read_bytes() for n in range(1, 6)}
+    config = flow.read_config()
+    config["blend"].update(change)
+    flow.write_config(config)
+    result = flow.run()
+    assert result.returncode == 0, result.output
+    ran = {
+        "dreams": sorted(flow.ran_in_run(result, "Dreaming")),
+        "crossfades": numbers(flow.ran_in_run(result, "Crossfading")),
+        # the cuts stay: the segments are worked out from them again, not detected again
+        "scenes": flow.finished(result, "scenes"),
+        "extractions": flow.finished(result, "extract_frames"),
+        "encodes": flow.finished(result, "encode"),
+    }
+    expected = {"dreams": dreams, "crossfades": crossfades, "scenes": 0}
+    assert ran == {**expected, "extractions": 0, "encodes": 1}
+    # the frames before the first changed place keep their dreams
+    assert {n: dreamed(flow, f"{n:06d}").read_bytes() for n in range(1, 6)} == kept
 
 
 def test_unusual_inputs_one_frame_a_cut_at_frame_2_a_scene_of_one_frame_odd_sizes(tmp_path):

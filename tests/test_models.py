@@ -48,6 +48,24 @@ def test_activations_return_only_the_requested_layers(random_model):
     assert sorted(found) == sorted(wanted)
 
 
+def test_layers_run_only_as_deep_as_the_deepest_layer_asked_for(random_model):
+    names = [name for name, _ in random_model.stages]
+    deepest = len(names) // 2
+    ran = []
+    hooks = [
+        module.register_forward_hook(lambda module, args, output, name=name: ran.append(name))
+        for name, module in random_model.stages
+    ]
+    try:
+        with torch.no_grad():
+            # the deeper layer named first: depth, not the order asked in, decides
+            random_model.activations(small_input(random_model.name), [names[deepest], names[1]])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == names[: deepest + 1]
+
+
 def test_model_parameters_are_frozen(random_model):
     parameters = [p for _, module in random_model.stages for p in module.parameters()]
     assert parameters and not any(p.requires_grad for p in parameters)

@@ -1,5 +1,6 @@
-"""The Snakemake profiles under profiles/: real Snakemake options, and the two SLURM profiles in
-sync.
+"""The Snakemake profiles under profiles/: real Snakemake options, the keys the README promises of
+the workstation profile (profiles/default, which Snakemake loads beside the Snakefile by itself),
+and the two SLURM profiles in sync.
 
 No cluster: each profile is read by Snakemake's own argument parser, which rejects a key that is
 not one of its options (or of an installed plugin's, such as the SLURM executor) and a value of the
@@ -33,6 +34,17 @@ def test_every_key_is_a_snakemake_option(name):
         parser.parse_args([])
     except SystemExit:  # argparse has printed which key or value it refused
         pytest.fail(f"profiles/{name}/config.yaml is not valid for this Snakemake (see above)")
+
+
+def test_the_default_profile_sets_what_the_readme_promises():
+    # the behaviour behind each key is tested end to end (test_faults.py, test_workflow.py);
+    # this holds the keys themselves in place
+    default = profile("default")
+    assert default["scheduler"] == "greedy"
+    assert default["show-failed-logs"] is True  # a failed job's log is printed
+    assert default["keep-going"] is True  # one failed input does not stop the others
+    assert default["rerun-incomplete"] is True  # a killed run continues without --unlock
+    assert default["cores"] == "all"
 
 
 def test_slurm_apptainer_is_slurm_plus_the_apptainer_keys():

@@ -467,6 +467,45 @@ def test_a_loaded_model_is_reused_only_for_the_same_settings_threads_and_files(t
     assert dreamer_key(settings, 1) != key
 
 
+def test_the_server_keeps_the_two_models_used_last_and_serve_status_shows_it_running_on(
+    tmp_path, env, frames, server_dir
+):
+    stopped = run_dreamflow("serve", "--status", cwd=tmp_path, env=env)
+    assert stopped.returncode == 1
+    (line,) = stopped.stderr.splitlines()
+    assert line.startswith("dreamflow: error: no model server for this directory"), line
+    assert not server_dir.exists() or not list(server_dir.glob("*.pid"))  # none started
+
+    # three settings, then the first again (no longer loaded) and the third (still loaded)
+    pids = set()
+    for seed in (1, 2, 3, 1, 3):
+        result = dream_frame(
+            tmp_path,
+            env,
+            frames / "1.png",
+            tmp_path / f"{seed}.png",
+            settings=job_settings(seed=seed),
+        )
+        assert result.returncode == 0, result.stderr
+        pids.add(dreamed_by_server(result))
+    (pid,) = pids
+    log = paths.server_paths(cwd=str(tmp_path), env=env).log
+    with open(log) as handle:
+        loads = [line for line in handle if f"[{pid}] loaded " in line]
+    assert len(loads) == 4, loads
+
+    shown = run_dreamflow("serve", "--status", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    figures = json.loads(shown.stdout)
+    assert (figures["pid"], figures["cwd"], figures["models"]) == (pid, str(tmp_path), 2)
+    assert (figures["served"], figures["dreaming"]) == (5, 0)
+    # --status alone leaves the server running: it still answers, and serves the next frame
+    assert status(tmp_path, env)["pid"] == pid and is_dreamflow_server(pid)
+    result = dream_frame(tmp_path, env, frames / "2.png", tmp_path / "next.png")
+    assert result.returncode == 0, result.stderr
+    assert dreamed_by_server(result) == pid
+
+
 def test_a_malformed_job_gets_a_one_line_error_naming_its_field_and_the_server_lives_on(
     tmp_path, env, frames, in_process
 ):

@@ -115,6 +115,15 @@ def test_extract_frame_range_with_width_gives_those_source_frames_scaled(clip_pr
         np.testing.assert_array_equal(frame, source)
 
 
+@pytest.mark.parametrize("width", [50, 42, 30])
+def test_the_height_keeps_the_aspect_ratio_rounded_to_even(clip_probe, tmp_path, width):
+    video.extract(clip_probe, defaults("frames", width=width, end=1), str(tmp_path))
+    height, got_width, _ = read_rgb(tmp_path / "000001.png").shape
+    exact = width * VIDEO_HEIGHT / VIDEO_WIDTH  # 28.125, 23.625, 16.875: none of them even
+    assert got_width == width
+    assert height % 2 == 0 and abs(height - exact) <= 1, (width, height)
+
+
 def test_extract_time_range_gives_the_frames_of_that_span(clip_probe, tmp_path):
     every = tmp_path / "every"
     video.extract(clip_probe, defaults("frames"), str(every))
