@@ -46,7 +46,10 @@ def installed_packages(shell_text):
     pip = re.findall(r"pip install ([^&\n]+)", shell_text)
 
     def words(found):
-        return sorted(w for line in found for w in line.split() if not w.startswith("-"))
+        # options and shell expansions (the torch index, a build argument) are not packages
+        return sorted(
+            w for line in found for w in line.split() if not w.startswith(("-", "$", '"$'))
+        )
 
     return words(apt), words(pip)
 
@@ -116,3 +119,24 @@ def test_both_label_the_image_with_the_package_s_version():
         f"org.opencontainers.image.version {__version__}"
         in definition_sections(DEFINITION)["labels"]
     )
+
+
+def test_the_torch_index_is_a_build_argument_that_defaults_to_pypi_in_both():
+    """`--build-arg TORCH_INDEX_URL=...` reaches pip's torch line; empty (the default, and what the
+    Apptainer definition sets) leaves pip on PyPI, whose build is CUDA 13.0."""
+    instructions = dockerfile_instructions(DOCKERFILE)
+    torch_run = next(
+        i
+        for i, (command, args) in enumerate(instructions)
+        if command == "RUN" and "torch==" in args
+    )
+    assert ("ARG", "TORCH_INDEX_URL=") in instructions[:torch_run]
+    assert '${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}' in instructions[torch_run][1]
+    post = [line for line in definition_sections(DEFINITION)["post"] if line.strip()]
+    pip = next(
+        n
+        for n, line in enumerate(post)
+        if "pip install" in line and "torch" in " ".join(post[n : n + 2])
+    )
+    assert "TORCH_INDEX_URL=" in post[:pip]
+    assert '${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}' in post[pip]
