@@ -25,6 +25,11 @@ if [ ! -w "${HOME:-/}" ]; then
     fi
     export HOME
 fi
+# Such a uid has no name either, and Snakemake asks for one (getpass, which tries USER first)
+if [ -z "${USER:-}${LOGNAME:-}" ] && ! id -un >/dev/null 2>&1; then
+    USER="$(id -u)"
+    export USER
+fi
 # As PID 1 (docker/podman run without --init) the command would inherit every process that a
 # finished job leaves behind, such as a model server, and Snakemake never reaps them: they would
 # stay as zombies. tini reaps them and passes signals on. Under `--init` or Apptainer this script
