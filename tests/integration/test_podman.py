@@ -212,8 +212,8 @@ def test_the_init_reaps_the_model_servers_that_jobs_leave_behind(user_run):
     project, seen = user_run
     logs = (project / "work/tiny/logs/dream").glob("*.log")
     assert any("dreamed by the model server" in log.read_text() for log in logs)
-    assert seen["init"] == "tini"
     assert seen["left"] == [], f"processes left: {seen['left']} ([pid, name, state]; Z: zombie)"
+    assert seen["init"] == "tini"
 
 
 LOCAL_LABEL = "localindex"
