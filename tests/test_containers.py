@@ -46,11 +46,14 @@ def definition_sections(text):
 def installed_packages(shell_text):
     """What apt-get and pip install, as sorted lists: the packages an image is made of."""
     shell_text = re.sub(r"\\\n\s*", " ", shell_text)
-    apt = re.findall(r"apt-get install ([^&\n]+)", shell_text)
-    pip = re.findall(r"pip install ([^&\n]+)", shell_text)
+    apt = re.findall(r"apt-get install ([^&;\n]+)", shell_text)
+    pip = re.findall(r"pip install ([^&;\n]+)", shell_text)
 
     def words(found):
-        return sorted(w for line in found for w in line.split() if not w.startswith("-"))
+        # options and shell expansions (the torch index, a build argument) are not packages
+        return sorted(
+            w for line in found for w in line.split() if not w.startswith(("-", "$", '"$'))
+        )
 
     return words(apt), words(pip)
 
@@ -203,3 +206,22 @@ def test_the_locks_pin_every_package_with_a_hash_and_satisfy_pyproject_and_the_t
             rf"pip install --no-cache-dir --require-hashes --no-deps -r /opt/dreamflow/{lock.name}",
             line,
         )
+
+
+def test_the_torch_index_is_a_build_argument_that_defaults_to_the_locked_pypi_build_in_both():
+    """`--build-arg TORCH_INDEX_URL=...` reaches pip's torch line; empty (the default, and what the
+    Apptainer definition sets) installs the locked PyPI build, whose CUDA is 13.0."""
+    instructions = dockerfile_instructions(DOCKERFILE)
+    torch_run = next(
+        i
+        for i, (command, args) in enumerate(instructions)
+        if command == "RUN" and "torch==" in args
+    )
+    assert ("ARG", "TORCH_INDEX_URL=") in instructions[:torch_run]
+    run = instructions[torch_run][1]
+    locked, chosen = run.split("else", 1)
+    assert '-z "$TORCH_INDEX_URL"' in locked and "-r /opt/dreamflow/torch.lock" in locked
+    assert '--index-url "$TORCH_INDEX_URL" torch==2.14.1 torchvision==0.29.1' in chosen
+    post = "\n".join(line for line in definition_sections(DEFINITION)["post"] if line.strip())
+    assert post.index("TORCH_INDEX_URL=") < post.index('-z "$TORCH_INDEX_URL"')
+    assert '--index-url "$TORCH_INDEX_URL" torch==2.14.1' in post

@@ -17,7 +17,8 @@ from integration.services import SUMMARY, run_podman, unavailable
 BASE_IMAGE = (
     "localhost/dreamflow-base:bookworm"  # made by setup-podman.sh: no registry is reachable
 )
-IMAGE = "localhost/dreamflow:test"
+# DREAMFLOW_TEST_IMAGE: another tag, so that sessions on one machine do not replace each other's
+IMAGE = os.environ.get("DREAMFLOW_TEST_IMAGE", "localhost/dreamflow:test")
 # The build's pip reaches the index only with the host's CA bundle (TLS is intercepted here) and
 # finds torch in the local wheel folders that the host's pip configuration names; each is mounted
 # read-only into the build when it exists, so containers/Dockerfile itself stays a plain public
@@ -48,37 +49,50 @@ def podman():
 
 
 @pytest.fixture(scope="session")
-def dreamflow_image(podman):
+def build_image(podman):
+    """build_image(tag, *options, timeout=3600): containers/Dockerfile built on the local Debian 12
+    base with `podman build options...`, as a reference (tag); the build's output is returned too.
+    Its wall time and the image's size go into the session's summary."""
+
+    def build(tag, *options, timeout=3600):
+        mounts = [
+            f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)
+        ]
+        # by digest, as the Dockerfile's default names its base
+        digest = podman("image", "inspect", "--format", "{{.Digest}}", BASE_IMAGE, check=True)
+        base = f"{BASE_IMAGE.rsplit(':', 1)[0]}@{digest.stdout.strip()}"
+        start = time.monotonic()
+        result = podman(
+            "build",
+            f"--build-arg=BASE_IMAGE={base}",
+            *mounts,
+            *options,
+            "--file",
+            REPO / "containers" / "Dockerfile",
+            "--tag",
+            tag,
+            REPO,
+            timeout=timeout,
+        )
+        seconds = time.monotonic() - start
+        assert result.returncode == 0, (
+            f"podman build failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+        )
+        size = int(podman("image", "inspect", "--format", "{{.Size}}", tag, check=True).stdout)
+        SUMMARY.append(f"{tag}: podman build {seconds:.0f} s, image size {size / 1e9:.2f} GB")
+        return tag, result.stdout + result.stderr
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def dreamflow_image(build_image):
     """The image of containers/Dockerfile built on the local Debian 12 base, as a reference (tag).
 
     Built every session, as CI does from nothing: Podman's layer cache makes a rebuild after
     source-only changes take seconds, and the tests never run an image older than the checkout.
     """
-    mounts = [
-        f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)
-    ]
-    # by digest, as the Dockerfile's default names its base
-    digest = podman("image", "inspect", "--format", "{{.Digest}}", BASE_IMAGE, check=True).stdout
-    base = f"{BASE_IMAGE.rsplit(':', 1)[0]}@{digest.strip()}"
-    start = time.monotonic()
-    result = podman(
-        "build",
-        f"--build-arg=BASE_IMAGE={base}",
-        *mounts,
-        "--file",
-        REPO / "containers" / "Dockerfile",
-        "--tag",
-        IMAGE,
-        REPO,
-        timeout=3600,
-    )
-    seconds = time.monotonic() - start
-    assert result.returncode == 0, (
-        f"podman build failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
-    )
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE, check=True).stdout)
-    SUMMARY.append(f"{IMAGE}: podman build {seconds:.0f} s, image size {size / 1e9:.2f} GB")
-    return IMAGE
+    return build_image(IMAGE)[0]
 
 
 def pytest_terminal_summary(terminalreporter):
