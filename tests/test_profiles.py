@@ -10,6 +10,7 @@ profiles on a real SLURM cluster.
 """
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,60 @@ def test_slurm_apptainer_is_slurm_plus_the_apptainer_keys():
     assert set(apptainer) - set(slurm) == APPTAINER_KEYS
     assert apptainer["software-deployment-method"] == "apptainer"
     assert "--nv" in apptainer["apptainer-args"].split()
+
+
+def apptainer_arguments(env):
+    """The arguments `apptainer exec` gets from profiles/slurm-apptainer in a job whose environment
+    is `env`: the profile read by Snakemake's own parser (on the login node), then expanded by the
+    shell that runs the job's command (on the node)."""
+    parsed = get_argument_parser(profiles=[str(PROFILES / "slurm-apptainer")]).parse_args([])
+    shown = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {parsed.apptainer_args}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.splitlines()
+
+
+def test_slurm_apptainer_binds_and_passes_the_torch_cache_and_the_server_directory():
+    """--env keeps TORCH_HOME and DREAMFLOW_SERVER_DIR under --cleanenv; with nothing exported
+    they are torch's default cache of the user's home (inside, ~ is the workflow directory) and a
+    directory of the user's own under the bound /tmp. CUDA_VISIBLE_DEVICES, which SLURM sets for
+    a GPU job, is kept too, and left alone where it is not set."""
+    assert apptainer_arguments({"HOME": "/home/ann", "USER": "ann"}) == [
+        "--nv",
+        "--bind",
+        "/tmp",
+        "--bind",
+        "/home/ann/.cache/torch",
+        "--env",
+        "TORCH_HOME=/home/ann/.cache/torch",
+        "--env",
+        "DREAMFLOW_SERVER_DIR=/tmp/dreamflow-ann",
+    ]
+    assert apptainer_arguments({"HOME": "/home/ann", "XDG_CACHE_HOME": "/cache"})[3:7] == [
+        "--bind",
+        "/cache/torch",
+        "--env",
+        "TORCH_HOME=/cache/torch",
+    ]
+    exported = {
+        "TORCH_HOME": "/shared/torch cache",
+        "DREAMFLOW_SERVER_DIR": "/tmp/servers",
+        "CUDA_VISIBLE_DEVICES": "2",
+    }
+    assert apptainer_arguments(exported)[3:] == [
+        "--bind",
+        "/shared/torch cache",
+        "--env",
+        "TORCH_HOME=/shared/torch cache",
+        "--env",
+        "DREAMFLOW_SERVER_DIR=/tmp/servers",
+        "--env",
+        "CUDA_VISIBLE_DEVICES=2",
+    ]
 
 
 def test_slurm_profiles_request_a_gpu_for_the_dream_rules_only():

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import REPO
 
@@ -69,3 +70,28 @@ def project_copy(destination):
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
     return destination
+
+
+def profile_apptainer_args():
+    """The apptainer-args of profiles/slurm-apptainer as Snakemake reads them: Snakemake leaves
+    their ${...} to the shell that runs each job's command, which expands them in the job's
+    environment (tests/test_profiles.py checks both)."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm-apptainer" / "config.yaml").read_text())
+    return profile["apptainer-args"]
+
+
+def write_random_googlenet(torch_home):
+    """The torch cache file of GoogLeNet, from random weights: hubs are unreachable here, and a
+    plumbing test needs a file that loads, not a good dream."""
+    import torch
+    import torchvision
+
+    from dreamflow.models import weights_cache_file
+
+    target = Path(torch_home) / "hub" / "checkpoints" / Path(weights_cache_file("googlenet")).name
+    target.parent.mkdir(parents=True)
+    state = torchvision.models.googlenet(
+        weights=None, aux_logits=True, init_weights=False
+    ).state_dict()
+    torch.save(state, target)
+    return target

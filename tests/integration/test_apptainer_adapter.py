@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dreamflow.models import weights_cache_file
 from dreamflow.serving import client
 from helpers import REPO, TINY_DREAM, assert_dreamed, ffprobe_streams
-from integration.services import SUMMARY, podman_env, project_copy
+from integration.services import (
+    SUMMARY,
+    podman_env,
+    profile_apptainer_args,
+    project_copy,
+    write_random_googlenet,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,28 +59,6 @@ def image_virtualenv(podman, image):
         check=True,
     ).stdout.splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)["VIRTUAL_ENV"]
-
-
-def write_random_googlenet(torch_home):
-    """The torch cache file of GoogLeNet, from random weights: hubs are unreachable here, and a
-    plumbing test needs a file that loads, not a good dream."""
-    import torch
-    import torchvision
-
-    target = Path(torch_home) / "hub" / "checkpoints" / Path(weights_cache_file("googlenet")).name
-    target.parent.mkdir(parents=True)
-    state = torchvision.models.googlenet(
-        weights=None, aux_logits=True, init_weights=False
-    ).state_dict()
-    torch.save(state, target)
-    return target
-
-
-def profile_apptainer_args(env):
-    """The apptainer-args of profiles/slurm-apptainer, with $VARIABLES expanded as Snakemake
-    does."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm-apptainer" / "config.yaml").read_text())
-    return string.Template(profile["apptainer-args"]).substitute(env)
 
 
 def adapter_containers(podman):
@@ -170,7 +152,7 @@ def container_run(podman, dreamflow_image, tmp_path_factory):
         write_random_googlenet(torch_home)
         demo_config(project, with_cat=True)
         env = run_env(server_dir, TORCH_HOME=str(torch_home))
-        apptainer_args = "--contain " + profile_apptainer_args(env)
+        apptainer_args = "--contain " + profile_apptainer_args()
         command = [
             sys.executable,
             "-m",

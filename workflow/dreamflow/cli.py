@@ -66,6 +66,7 @@ def _run_job(op, job, in_process):
 
 def cmd_dream_frame(args):
     from .job import FrameJob, JobSettings, default_threads
+    from .models import check_workflow_cache
 
     job = FrameJob(
         args.number,
@@ -76,6 +77,9 @@ def cmd_dream_frame(args):
         previous=args.previous,
         prepared=args.prepared,
     )
+    dream = job.settings.dream
+    if isinstance(dream, dict) and not dream.get("weights"):  # the schema check comes later
+        check_workflow_cache(dream.get("model"))
 
     def in_process(job):
         from .dreamstep import dream_in_process
@@ -110,9 +114,11 @@ def cmd_blend(args):
 
 def cmd_flow(args):
     from .job import FlowJob, check_writer
+    from .models import check_workflow_cache
 
     if args.written_by is not None:
         check_writer(args.written_by, "--written-by")
+    check_workflow_cache(args.method)
 
     job = FlowJob(
         args.output, args.frame, args.previous_frame, args.method, args.threads, args.device

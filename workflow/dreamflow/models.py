@@ -404,12 +404,66 @@ ARCHITECTURES = {
 }
 
 
-def torch_cache_dir():
-    """$TORCH_HOME/hub/checkpoints, found the way torch.hub does, without importing torch."""
-    torch_home = os.path.expanduser(
+def torch_home():
+    """$TORCH_HOME, or where torch.hub puts its cache without it, found without importing torch."""
+    return os.path.expanduser(
         os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
     )
-    return os.path.join(torch_home, "hub", "checkpoints")
+
+
+def torch_cache_dir():
+    """$TORCH_HOME/hub/checkpoints, found the way torch.hub does, without importing torch."""
+    return os.path.join(torch_home(), "hub", "checkpoints")
+
+
+# The torch home of the Snakemake that runs the workflow (on a cluster, the login node's, which the
+# fetch_model rule fills): the workflow exports it into every job's command (plan.job_shell_prefix),
+# so that it reaches a job in a container whatever the container keeps of the host's environment.
+WORKFLOW_TORCH_HOME = "DREAMFLOW_WORKFLOW_TORCH_HOME"
+
+
+def check_workflow_cache(model):
+    """In a job of the workflow that reads `model`'s weights from the torch cache: an error naming
+    both caches and the fix when the job reads another cache than the one the workflow fetched
+    the weights into, or cannot see them there. In a container, Snakemake makes the job's home
+    the workflow directory (`apptainer exec --home`), so without TORCH_HOME the job reads
+    <workflow>/.cache/torch, not the cache of the host's home; --cleanenv drops TORCH_HOME, and an
+    unbound cache is not there at all. Nothing to check for embedded weights, or outside a
+    workflow job."""
+    workflow_home = os.environ.get(WORKFLOW_TORCH_HOME)
+    if not (workflow_home and isinstance(model, str)) or (
+        model not in TORCHVISION_WEIGHTS and model not in FLOW_WEIGHTS
+    ):
+        return
+    job_home = torch_home()
+    if not _same_directory(job_home, workflow_home):
+        told = (
+            f"TORCH_HOME={os.environ['TORCH_HOME']}"
+            if "TORCH_HOME" in os.environ
+            else ("TORCH_HOME is unset")
+        )
+        raise DreamflowError(
+            f"{model} weights: this job reads the torch cache {job_home} ({told} here), not "
+            f"{workflow_home}, the one the workflow fetched them into: give the jobs that cache "
+            f"(apptainer-args: --env TORCH_HOME={workflow_home} --bind {workflow_home}, as "
+            "profiles/slurm-apptainer does)"
+        )
+    path = weights_cache_file(model)
+    if not os.path.isfile(path):
+        raise DreamflowError(
+            f"{model} weights: this job cannot see {path}, which the workflow fetched into its "
+            f"torch cache {workflow_home}: bind that cache into the jobs' containers "
+            f"(apptainer-args: --bind {workflow_home}, as profiles/slurm-apptainer does)"
+        )
+
+
+def _same_directory(first, second):
+    if os.path.normpath(first) == os.path.normpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them is not there: not the same cache
+        return False
 
 
 def weights_url(model):

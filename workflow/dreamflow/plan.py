@@ -15,7 +15,7 @@ from .blend import uses_flow, uses_previous_frame
 from .chains import Chains, node_name
 from .frames import frame_name
 from .job import BlendSettings, JobSettings, settings_text
-from .models import FLOW_WEIGHTS, TORCHVISION_WEIGHTS, weights_cache_file
+from .models import FLOW_WEIGHTS, TORCHVISION_WEIGHTS, WORKFLOW_TORCH_HOME, weights_cache_file
 from .serving.client import PER_RULE_CONTAINER
 from .sweep import item_dream_settings, sheet_columns, sweep_cells, time_text
 
@@ -431,18 +431,24 @@ class Plan:
         return self.config["container"]
 
 
-def job_shell_prefix(python_executable, in_container, data_dirs=()):
+def job_shell_prefix(python_executable, in_container, data_dirs=(), torch_home=None):
     """The prefix of every job's shell command (Snakemake's shell.prefix): bash's strict mode; on
     the host the folder of the Python running Snakemake first on PATH, so that jobs find its
     `dreamflow` command when the virtual environment is not activated (as in the README's
-    commands; in a container, the image's own `dreamflow` runs); and those of `data_dirs` (the
+    commands; in a container, the image's own `dreamflow` runs); those of `data_dirs` (the
     work and results directories) that lie outside the workflow directory in
     DREAMFLOW_SERVER_ROOTS, the directories besides its own whose files the model server may
-    use. In a container of its own (`--sdm apptainer`), a job may use a model server that is
-    running but never starts one (serving.client.PER_RULE_CONTAINER says why)."""
+    use; and `torch_home`, the torch cache the workflow fetches weights into, for the job to
+    check that it reads the same one (models.check_workflow_cache). The prefix runs inside a
+    job's container, so what it exports reaches the job whatever the container drops of the
+    host's environment; it is not part of what Snakemake compares to decide reruns. In a
+    container of its own (`--sdm apptainer`), a job may use a model server that is running but
+    never starts one (serving.client.PER_RULE_CONTAINER says why)."""
     prefix = "set -euo pipefail; "
     if in_container:
         prefix += f"export {PER_RULE_CONTAINER}=1; "
+    if torch_home:
+        prefix += f"export {WORKFLOW_TORCH_HOME}={shlex.quote(torch_home)}; "
     here = os.path.realpath(os.getcwd())  # Snakemake's working directory, the jobs' too
     outside = []
     for directory in map(os.path.realpath, data_dirs):

@@ -20,6 +20,7 @@ from dreamflow.models import (
     TORCHVISION_WEIGHTS,
     model_of_weights_file,
     torch_cache_dir,
+    torch_home,
 )
 from dreamflow.plan import Plan, job_shell_prefix
 from dreamflow import remote
@@ -100,11 +101,26 @@ if workflow.is_main_process and workflow.resource_settings.nodes is None and not
         print(warning, file=sys.stderr)
         STARTED_WARNINGS.append(warning)
 
+# The torch cache this run fetches weights into goes into every job's command: a job that reads
+# another one says so (dreamflow.models.check_workflow_cache).
 shell.prefix(
     job_shell_prefix(
-        sys.executable, IN_CONTAINER, (PLAN.config["work_dir"], PLAN.config["results_dir"])
+        sys.executable,
+        IN_CONTAINER,
+        (PLAN.config["work_dir"], PLAN.config["results_dir"]),
+        torch_home=torch_home(),
     )
 )
+# Jobs in containers get the cache as a bind (profiles/slurm-apptainer), whose source must exist
+# before a container starts, even when every model in use has embedded weights and it stays empty.
+if IN_CONTAINER and workflow.is_main_process and not workflow.output_settings.dryrun:
+    try:
+        os.makedirs(torch_home(), exist_ok=True)
+    except OSError as error:
+        raise WorkflowError(
+            f"dreamflow: error: cannot make the torch cache {torch_home()} (TORCH_HOME): "
+            f"{error.strerror}"
+        ) from None
 
 
 wildcard_constraints:
