@@ -580,6 +580,32 @@ def run_dreamflow(*arguments, cwd=None, env=None, timeout=300):
     )
 
 
+# ---- what a user sees when something goes wrong ----
+
+
+def assert_one_line_error(result, *words):
+    """A command that failed the way a user's mistake should fail: exit status 1, nothing but one
+    `dreamflow: error:` line on stderr, no traceback anywhere, and each of `words` in that line.
+    Returns the line."""
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dreamflow: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def assert_says(output, *words):
+    """The first line of `output` (all that a run printed) that holds each of `words`; asserts
+    there is one, and that no traceback is anywhere in the output."""
+    assert "Traceback" not in output, output
+    found = [line for line in output.splitlines() if all(word in line for word in words)]
+    assert found, (words, output)
+    return found[0]
+
+
 # ---- the model server ----
 
 
