@@ -18,6 +18,7 @@ from helpers import (
     TINY_DREAM_OPTIONS,
     Workflow,
     assert_dreamed,
+    assert_no_traceback,
     assert_says,
     copy_workflow,
     dream_change,
@@ -281,7 +282,7 @@ def test_file_names_like_options_or_protocols_are_read_as_file_names(project):
     project.write_config(config)
     result = project.run()
     assert result.returncode == 0, result.output
-    assert "Traceback" not in result.output
+    assert_no_traceback(result.output)
     assert len(ffprobe_streams(project.path("res:ults", "tiny", "tiny.mp4"))) >= 1
     assert project.path("-work", "tiny", "dreamed", "000002.png").exists()
 
