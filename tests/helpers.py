@@ -580,6 +580,43 @@ def run_dreamflow(*arguments, cwd=None, env=None, timeout=300):
     )
 
 
+# ---- what a user sees when something goes wrong ----
+
+# a frame of Snakemake's short traceback: it names the exception and lists the frames, without
+# Python's "Traceback" line (its own one-line location of an error names a .smk file or the
+# Snakefile, not a .py file)
+PYTHON_FRAME = re.compile(r'^\s*File "[^"]+\.py", line \d+, in ', re.M)
+
+
+def assert_no_traceback(output):
+    """No traceback in `output`: neither Python's nor Snakemake's shorter form."""
+    assert "Traceback" not in output, output
+    assert not PYTHON_FRAME.search(output), output
+
+
+def assert_one_line_error(result, *words):
+    """A command that failed the way a user's mistake should fail: exit status 1, nothing but one
+    `dreamflow: error:` line on stderr, no traceback anywhere, and each of `words` in that line.
+    Returns the line."""
+    assert_no_traceback(result.stdout + result.stderr)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dreamflow: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def assert_says(output, *words):
+    """The first line of `output` (all that a run printed) that holds each of `words`; asserts
+    there is one, and that no traceback is anywhere in the output."""
+    assert_no_traceback(output)
+    found = [line for line in output.splitlines() if all(word in line for word in words)]
+    assert found, (words, output)
+    return found[0]
+
+
 # ---- the model server ----
 
 

@@ -11,6 +11,7 @@ from dreamflow import coherence as coherence_module
 from dreamflow.images import read_rgb
 from helpers import (
     Workflow,
+    assert_no_traceback,
     copy_workflow,
     dream_change,
     ffprobe_streams,
@@ -134,6 +135,7 @@ def test_a_deleted_start_image_is_blended_again_and_a_damaged_flow_file_recomput
     assert numbers(flow.ran_in_run(result, "Dreaming")) == [3, 4, 7, 8]
     note = flow.path(WORK, "logs", "blend", "000007.png.log").read_text()
     assert "flow/000007.npz" in note and "computing it again" in note
+    assert_no_traceback(note + result.output)
     # same inputs, same flow: the same bytes as the first run
     assert {n: dreamed(flow, f"{n:06d}").read_bytes() for n in range(1, 9)} == before
 

@@ -53,3 +53,32 @@ def test_every_claim_names_a_test_or_says_why_not():
         and "tests/integration/conftest.py" not in row
     ]
     assert unexplained == []
+
+
+# ---- the README's table of what goes wrong ----
+
+ERROR_TABLE = "### When something goes wrong"
+
+
+def error_rows():
+    """The cells of every row of the README's table of bad inputs and faults."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(ERROR_TABLE) :]
+    section = section[: section.index("\n#", len(ERROR_TABLE))]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| what happens | what you see | the test that tries it |"
+    return [row.strip("| ").split(" | ") for row in rows[1:]]
+
+
+def test_every_case_of_the_error_table_names_a_test_that_exists():
+    rows = error_rows()
+    assert len(rows) >= 25
+    wrong = []
+    for cells in rows:
+        references = REFERENCE.findall(cells[-1]) if len(cells) == 3 else []
+        if len(cells) != 3 or not references or not all(test for _, test in references):
+            wrong.append(f"{cells[0]} (three cells, the last naming tests)")
+        for file, test in references:
+            if test and (not (REPO / file).is_file() or test not in functions_of(REPO / file)):
+                wrong.append(f"{cells[0]}: {file}::{test} does not exist")
+    assert wrong == [], "README.md, When something goes wrong"

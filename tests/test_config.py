@@ -2,10 +2,11 @@ import json
 import os
 
 import pytest
+import yaml
 
 from dreamflow import config
 from dreamflow.errors import DreamflowError
-from helpers import defaults, solid_image
+from helpers import assert_one_line_error, defaults, run_dreamflow, solid_image
 
 
 def minimal(**sections):
@@ -16,6 +17,20 @@ def error_of(raw):
     with pytest.raises(DreamflowError) as caught:
         config.validate(raw)
     return str(caught.value)
+
+
+def _refusal(raw):
+    """The message that the config `raw` is refused with, and what a user sees of it: the one line
+    of `dreamflow status`, which reads config.yaml (written here, in the current directory) as the
+    Snakefile does."""
+    with pytest.raises(DreamflowError) as caught:
+        config.check_inputs(config.validate(raw))
+    message = str(caught.value)
+    with open("config.yaml", "w") as handle:
+        yaml.safe_dump(raw, handle)
+    line = assert_one_line_error(run_dreamflow("status"))
+    assert line == f"dreamflow: error: config.yaml: {message}"
+    return message
 
 
 def test_validate_fills_every_default():
@@ -184,9 +199,10 @@ def test_layers_of_googlenet_are_accepted():
     assert validated["dream"]["layers"] == ["inception4c", "inception3b"]
 
 
-def test_missing_weights_file_is_rejected(tmp_path):
+def test_missing_weights_file_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "nope.pth")
-    assert error_of(minimal(dream={"weights": missing})) == (
+    assert _refusal(minimal(dream={"weights": missing})) == (
         f"config key dream.weights: file not found: {missing}"
     )
 
@@ -257,20 +273,20 @@ def test_check_inputs_reports_each_kind(tmp_path):
     assert config.check_inputs(config.validate(raw)) == {"v": "video", "f": "folder", "i": "image"}
 
 
-def test_check_inputs_names_a_missing_path(tmp_path):
+def test_check_inputs_names_a_missing_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "missing.mp4")
-    with pytest.raises(DreamflowError) as caught:
-        config.check_inputs(config.validate({"inputs": {"clip": {"path": missing}}}))
-    assert str(caught.value) == f"config key inputs.clip.path: input not found: {missing}"
+    message = _refusal({"inputs": {"clip": {"path": missing}}})
+    assert message == f"config key inputs.clip.path: input not found: {missing}"
 
 
-def test_check_inputs_rejects_a_folder_without_images(tmp_path):
-    (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / ".hidden.png").write_bytes(b"")
-    with pytest.raises(
-        DreamflowError, match=r"^config key inputs\.shots\.path: input folder has no images"
-    ):
-        config.check_inputs(config.validate({"inputs": {"shots": {"path": str(tmp_path)}}}))
+def test_check_inputs_rejects_a_folder_without_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "shots" / "notes.txt").write_text("not an image")
+    (tmp_path / "shots" / ".hidden.png").write_bytes(b"")
+    message = _refusal({"inputs": {"shots": {"path": "shots"}}})
+    assert message.startswith("config key inputs.shots.path: input folder has no images")
 
 
 def test_folder_images_are_in_natural_order_without_hidden_or_other_files(tmp_path):
@@ -335,12 +351,6 @@ def test_scene_cuts_are_auto_none_or_frame_numbers():
     assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": "sometimes"}))
     assert "config key scenes.cuts" in error_of(minimal(scenes={"cuts": [0]}))
     assert "config key scenes.threshold" in error_of(minimal(scenes={"threshold": 0}))
-
-
-def _refusal(raw):
-    with pytest.raises(DreamflowError) as caught:
-        config.check_inputs(config.validate(raw))
-    return str(caught.value)
 
 
 def test_an_input_inside_the_results_or_work_folder_is_refused(tmp_path, monkeypatch):

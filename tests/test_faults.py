@@ -22,6 +22,7 @@ from helpers import (
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
     Workflow,
+    assert_says,
     tiny_config,
     write_scene_frames,
 )
@@ -183,6 +184,7 @@ def test_a_run_killed_with_sigkill_is_continued_by_the_next_plain_run(killable):
     output = killable.result(process).output
     assert returncode == 0, output
     assert output.count(STALE) == 1 and REFUSED not in output, output
+    assert_says(output, STALE)
     assert not killable.locked()
 
 
@@ -204,6 +206,7 @@ def test_a_job_killed_half_way_through_its_write_leaves_nothing_after_the_next_r
     output = killable.result(process).output
     assert returncode == 0, output
     assert "half-written file" in output and killable.strays() == [], output
+    assert_says(output, "half-written file")
 
 
 def test_a_second_run_beside_a_live_one_is_still_refused(killable):

@@ -10,7 +10,7 @@ import pytest
 
 from dreamflow import video
 from dreamflow.errors import DreamflowError
-from helpers import defaults, fill, make_video, small_disk
+from helpers import assert_one_line_error, defaults, fill, make_video, run_dreamflow, small_disk
 
 ENCODE = defaults("encode", preset="ultrafast")
 FRAMES = defaults("frames")
@@ -86,11 +86,19 @@ def test_encode_on_the_command_line_onto_a_full_disk_says_so_in_one_line(source,
 
 def test_extract_onto_a_full_disk_fails_in_one_line_and_leaves_no_frames_folder(source, tmp_path):
     probed, frames, _ = source
+    (tmp_path / "probe.json").write_text(json.dumps(probed))
     with small_disk(tmp_path / "disk", 200) as disk:
-        out = str(disk / "frames")
-        with pytest.raises(DreamflowError) as caught:
-            video.extract(probed, FRAMES, out)
-        assert str(caught.value) == f"cannot write {out}: {FULL}"
+        out = disk / "frames"
+        result = run_dreamflow(
+            "extract",
+            "--probe",
+            tmp_path / "probe.json",
+            "--settings",
+            json.dumps(FRAMES),
+            "-o",
+            out,
+        )
+        assert assert_one_line_error(result) == f"dreamflow: error: cannot write {out}: {FULL}"
         assert os.listdir(disk) == []
 
 
@@ -98,10 +106,9 @@ def test_write_probe_onto_a_full_disk_fails_in_one_line_and_leaves_nothing(sourc
     probed, _, _ = source
     with small_disk(tmp_path / "disk", 64) as disk:
         fill(disk)
-        output = str(disk / "probe.json")
-        with pytest.raises(DreamflowError) as caught:
-            video.write_probe(probed["path"], output)
-        assert str(caught.value) == f"cannot write {output}: {FULL}"
+        output = disk / "probe.json"
+        result = run_dreamflow("probe", probed["path"], "-o", output)
+        assert assert_one_line_error(result) == f"dreamflow: error: cannot write {output}: {FULL}"
         assert os.listdir(disk) == ["filler"]
 
 

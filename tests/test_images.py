@@ -7,7 +7,14 @@ import torch
 
 from dreamflow.errors import DreamflowError
 from dreamflow.images import atomic_path, publish, read_rgb, to_array, to_tensor, write_rgb
-from helpers import fill, pattern_array, png_claiming_size, small_disk
+from helpers import (
+    assert_one_line_error,
+    fill,
+    pattern_array,
+    png_claiming_size,
+    run_dreamflow,
+    small_disk,
+)
 
 
 def test_png_round_trip_is_lossless(tmp_path):
@@ -117,6 +124,9 @@ def test_an_image_claiming_a_huge_size_is_refused_naming_the_file(tmp_path):
     png_claiming_size(tmp_path / "bomb.png", 30000, 30000)
     with pytest.raises(DreamflowError, match=r"^cannot read image .*bomb\.png: Image size"):
         read_rgb(tmp_path / "bomb.png")
+    # the workflow's first step on an image input
+    result = run_dreamflow("probe", tmp_path / "bomb.png", "-o", tmp_path / "probe.json")
+    assert_one_line_error(result, f"cannot read image {tmp_path / 'bomb.png'}: Image size")
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.9])
@@ -126,6 +136,8 @@ def test_a_truncated_image_is_refused_naming_the_file(tmp_path, keep):
     (tmp_path / "cut.png").write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(DreamflowError, match=r"^cannot read image .*cut\.png: "):
         read_rgb(tmp_path / "cut.png")
+    result = run_dreamflow("probe", tmp_path / "cut.png", "-o", tmp_path / "probe.json")
+    assert_one_line_error(result, f"cannot read image {tmp_path / 'cut.png'}: ")
 
 
 def test_a_full_disk_is_one_error_naming_the_file_and_leaves_no_partial_file(tmp_path):

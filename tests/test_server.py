@@ -31,6 +31,7 @@ from dreamflow.serving import client, paths, protocol
 from helpers import (
     LONG_IDLE,
     TINY_DREAM,
+    assert_no_traceback,
     defaults,
     dream_frame,
     dreamed_by_server,
@@ -828,6 +829,7 @@ def test_a_process_of_another_user_gets_no_answer_and_the_server_serves_on(tmp_p
         assert connect_as(0, socket_path).startswith(b'reply:{"status": "ok"')
         text = log.read_text()
         assert text.count(f"refused a connection from uid {NOBODY}: this server answers uid 0") == 1
+        assert_no_traceback(text)
         assert str(tmp_path) not in text.split("refused a connection")[1]
     finally:
         if server:
