@@ -289,7 +289,7 @@ def blend_paths(wildcards, input):
     arguments = ["--number", str(parse_node(wildcards.frame)[0])]
     for key in ("frame", "previous", "previous_frame", "flow"):
         if key in input.keys():
-            arguments += ["--" + key.replace("_", "-"), input[key]]
+            arguments += [f"--{key.replace('_', '-')}", input[key]]
     return arguments
 
 
