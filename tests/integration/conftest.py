@@ -50,14 +50,18 @@ def podman():
 
 @pytest.fixture(scope="session")
 def build_image(podman):
-    """build_image(tag, *options, timeout=3600, must_succeed=True): containers/Dockerfile built on
-    the local Debian 12 base with `podman build options...`, as a reference (tag); the build's
-    output is returned too. Its wall time and the image's size go into the session's summary; a
-    failed build fails the test unless must_succeed is false."""
+    """build_image(tag, *options, timeout=3600, must_succeed=True, local_wheels=True):
+    containers/Dockerfile built on the local Debian 12 base with `podman build options...`, as a
+    reference (tag); the build's output is returned too. Its wall time and the image's size go
+    into the session's summary; a failed build fails the test unless must_succeed is false. With
+    local_wheels false the build gets the CA bundle only, not the pip configuration that names the
+    local wheel folders."""
 
-    def build(tag, *options, timeout=3600, must_succeed=True):
+    def build(tag, *options, timeout=3600, must_succeed=True, local_wheels=True):
         mounts = [
-            f"--volume={host}:{inside}:ro" for host, inside in BUILD_MOUNTS if os.path.exists(host)
+            f"--volume={host}:{inside}:ro"
+            for host, inside in BUILD_MOUNTS[: None if local_wheels else 1]
+            if os.path.exists(host)
         ]
         # by digest, as the Dockerfile's default names its base
         digest = podman("image", "inspect", "--format", "{{.Digest}}", BASE_IMAGE, check=True)

@@ -346,20 +346,26 @@ def torch_index_image(build_image, podman, torch_index):
         podman("rmi", "--force", tag)
 
 
-def test_the_torch_index_build_argument_reaches_pip(build_image, dreamflow_image, tmp_path):
-    """An index without torch 2.14.1: the build asks it, and only it, for torch and stops there.
-    After the default image its apt layer is cached, so this takes seconds, not a torch install."""
+def test_the_torch_index_build_argument_reaches_pip(build_image, dreamflow_image, podman, tmp_path):
+    """An index without torch 2.14.1: the build asks it, and only it, for torch and stops there
+    (without the local wheel folders, which pip would search beside any index). After the default
+    image its apt layer is cached, so this takes seconds, not a torch install."""
     index = TorchIndex(tmp_path)  # no wheels: its torch page lists none
     thread = threading.Thread(target=index.serve_forever, daemon=True)
     thread.start()
     tag = f"localhost/dreamflow-test-no-torch:{os.getpid()}"
     try:
         _, log = build_image(
-            tag, "--network=host", f"--build-arg=TORCH_INDEX_URL={index.url}", must_succeed=False
+            tag,
+            "--network=host",
+            f"--build-arg=TORCH_INDEX_URL={index.url}",
+            must_succeed=False,
+            local_wheels=False,
         )
     finally:
         index.shutdown()
         index.server_close()
+        podman("rmi", "--force", tag)
     assert f"Looking in indexes: {index.url}" in log, log[-3000:]
     assert "/simple/torch/" in index.requests
     assert "No matching distribution found for torch==2.14.1" in log, log[-3000:]
