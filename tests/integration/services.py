@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, TINY_DREAM
+
+# the test-only `apptainer` command (tests/adapters/apptainer), put first on PATH by its tests
+ADAPTERS = REPO / "tests" / "adapters"
+# a small dream of a torchvision model, whose weights the tests put in a torch cache to bind
+CAT_DREAM = {**TINY_DREAM, "model": "googlenet", "layers": ["inception3b"]}
 
 REQUIRED = os.environ.get("DREAMFLOW_REQUIRE_INTEGRATION") == "1"
 

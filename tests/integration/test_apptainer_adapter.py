@@ -27,8 +27,10 @@ import pytest
 import yaml
 
 from dreamflow.serving import client
-from helpers import REPO, TINY_DREAM, assert_dreamed, ffprobe_streams
+from helpers import assert_dreamed, ffprobe_streams
 from integration.services import (
+    ADAPTERS,
+    CAT_DREAM,
     SUMMARY,
     podman_env,
     profile_apptainer_args,
@@ -38,14 +40,12 @@ from integration.services import (
 
 pytestmark = pytest.mark.integration
 
-ADAPTERS = REPO / "tests" / "adapters"
 LABEL = "apptainer-test-adapter=1"
 DREAMER = re.compile(
     r"^dreamflow: dreamed (by the model server|in-process): pid (\d+), python (\S+), host (\S+)$",
     re.MULTILINE,
 )
 DEMO_DREAM = {"iterations": 5}
-CAT_DREAM = {**TINY_DREAM, "model": "googlenet", "layers": ["inception3b"]}
 FRAMES = 6  # of the demo's 30, at half its width: a blend chain of several jobs, cheap on 2 cores
 
 

@@ -22,8 +22,10 @@ import pytest
 import yaml
 
 from dreamflow.serving import client
-from helpers import REPO, TINY_DREAM, assert_dreamed
+from helpers import REPO, assert_dreamed
 from integration.services import (
+    ADAPTERS,
+    CAT_DREAM,
     podman_env,
     profile_apptainer_args,
     project_copy,
@@ -32,8 +34,6 @@ from integration.services import (
 
 pytestmark = pytest.mark.integration
 
-ADAPTERS = REPO / "tests" / "adapters"
-CAT_DREAM = {**TINY_DREAM, "model": "googlenet", "layers": ["inception3b"]}
 # what the host's environment must not lend the jobs: the tests set each themselves
 UNSET = ("TORCH_HOME", "XDG_CACHE_HOME", "DREAMFLOW_SERVER_DIR", "XDG_RUNTIME_DIR")
 
