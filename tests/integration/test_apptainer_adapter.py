@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ from integration.services import (
 pytestmark = pytest.mark.integration
 
 LABEL = "apptainer-test-adapter=1"
+GROUP_VARIABLE = "DREAMFLOW_TEST_ADAPTER_GROUP"  # the stand-in labels its containers with it
+GROUP_LABEL = "apptainer-test-adapter.group"
 DREAMER = re.compile(
     r"^dreamflow: dreamed (by the model server|in-process): pid (\d+), python (\S+), host (\S+)$",
     re.MULTILINE,
@@ -61,19 +64,22 @@ def image_virtualenv(podman, image):
     return dict(line.split("=", 1) for line in lines if "=" in line)["VIRTUAL_ENV"]
 
 
-def adapter_containers(podman):
-    return podman("ps", "--all", "--quiet", "--filter", f"label={LABEL}").stdout.split()
+def adapter_containers(podman, group):
+    """The stand-in's containers of the commands run with run_env's `group`."""
+    return podman(
+        "ps", "--all", "--quiet", "--filter", f"label={LABEL}", "--filter", f"label={group}"
+    ).stdout.split()
 
 
-def stop_servers(server_dir, podman, timeout=60):
-    """Ask every model server in `server_dir` to leave, then wait until their containers have
-    ended."""
+def stop_servers(server_dir, podman, group, timeout=60):
+    """Ask every model server in `server_dir` to leave, then wait until the containers of `group`
+    have ended."""
     for sock in Path(server_dir).glob("*.sock"):
         client.stop(str(sock))
     deadline = time.monotonic() + timeout
-    while adapter_containers(podman) and time.monotonic() < deadline:
+    while adapter_containers(podman, group) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = adapter_containers(podman)
+    left = adapter_containers(podman, group)
     if left:
         podman("rm", "--force", *left)
     return left
@@ -105,6 +111,7 @@ def run_env(server_dir, **extra):
             "PATH": f"{ADAPTERS}{os.pathsep}{os.environ['PATH']}",
             "DREAMFLOW_SERVER_DIR": str(server_dir),
             "DREAMFLOW_SERVER_IDLE": "60",
+            GROUP_VARIABLE: uuid.uuid4().hex,  # this run's containers: adapter_containers
             **extra,
         }
     )
@@ -113,6 +120,7 @@ def run_env(server_dir, **extra):
 def finished_run(command, project, env, server_dir, podman, what):
     """Run `command`; what it left: its output, the server directory's files and the adapter's
     containers still there when it returned (then removed)."""
+    group = f"{GROUP_LABEL}={env[GROUP_VARIABLE]}"
     start = time.monotonic()
     try:
         result = subprocess.run(
@@ -120,9 +128,9 @@ def finished_run(command, project, env, server_dir, podman, what):
         )
         seconds = time.monotonic() - start
         server_files = sorted(path.name for path in server_dir.iterdir())
-        left = adapter_containers(podman)
+        left = adapter_containers(podman, group)
     finally:
-        stop_servers(server_dir, podman)
+        stop_servers(server_dir, podman, group)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     SUMMARY.append(f"{what}: {seconds:.0f} s")
     return {
@@ -131,6 +139,7 @@ def finished_run(command, project, env, server_dir, podman, what):
         "server_dir": server_dir,
         "server_files": server_files,
         "left": left,
+        "group": group,
     }
 
 
@@ -303,4 +312,4 @@ def test_in_one_container_one_model_server_dreamed_the_frames(
 def test_nothing_outlives_the_one_container(one_container_run, podman):
     # the server's idle time (60 s) had not run out: the container's end took it
     assert one_container_run["left"] == [], "containers still running after exec returned"
-    assert adapter_containers(podman) == []
+    assert adapter_containers(podman, one_container_run["group"]) == []
