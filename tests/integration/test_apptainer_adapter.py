@@ -71,6 +71,37 @@ def adapter_containers(podman, group):
     ).stdout.split()
 
 
+def running_containers(podman, group):
+    """The containers of `group` whose processes still run (a container whose processes have
+    all ended is listed a little longer, while Podman removes it)."""
+    return podman(
+        "ps",
+        "--quiet",
+        "--filter",
+        f"label={LABEL}",
+        "--filter",
+        f"label={group}",
+        "--filter",
+        "status=running",
+    ).stdout.split()
+
+
+def dreamer_pids_alive(project):
+    """The processes that dreamed a frame of `project` (model servers, in-process jobs) that are
+    still alive."""
+    pids = set()
+    for log in project.glob("work/*/logs/dream/*.log"):
+        pids.update(int(match[1]) for match in DREAMER.findall(log.read_text()))
+    alive = []
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
 def stop_servers(server_dir, podman, group, timeout=60):
     """Ask every model server in `server_dir` to leave, then wait until the containers of `group`
     have ended."""
@@ -128,7 +159,8 @@ def finished_run(command, project, env, server_dir, podman, what):
         )
         seconds = time.monotonic() - start
         server_files = sorted(path.name for path in server_dir.iterdir())
-        left = adapter_containers(podman, group)
+        left = running_containers(podman, group)
+        alive = dreamer_pids_alive(project)
     finally:
         stop_servers(server_dir, podman, group)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -139,6 +171,7 @@ def finished_run(command, project, env, server_dir, podman, what):
         "server_dir": server_dir,
         "server_files": server_files,
         "left": left,
+        "alive": alive,
         "group": group,
     }
 
@@ -271,6 +304,7 @@ def test_per_rule_jobs_dreamed_in_process_with_the_images_python_and_said_why(
 def test_per_rule_jobs_started_no_server_and_left_nothing_running(container_run):
     files = container_run["server_files"]
     assert not [name for name in files if name.endswith((".sock", ".pid", ".log"))], files
+    assert container_run["alive"] == [], "a dreaming process outlived the run"
     assert container_run["left"] == [], "containers still running after the run"
 
 
@@ -309,7 +343,7 @@ def test_in_one_container_one_model_server_dreamed_the_frames(
     assert (project / "results/demo/demo.mp4").is_file()
 
 
-def test_nothing_outlives_the_one_container(one_container_run, podman):
+def test_nothing_outlives_the_one_container(one_container_run):
     # the server's idle time (60 s) had not run out: the container's end took it
+    assert one_container_run["alive"] == [], "a model server outlived exec"
     assert one_container_run["left"] == [], "containers still running after exec returned"
-    assert adapter_containers(podman, one_container_run["group"]) == []
