@@ -656,13 +656,22 @@ def finish(process):
 
 
 def has_exited(pid):
-    """Whether process `pid` is gone or a zombie: only then are its files closed. A dying process
-    has no command line a while before that (the kernel frees its memory first)."""
+    """Whether process `pid` is gone, or a zombie with every thread of it ended: only then are its
+    files closed. A dying process has no command line a while before that (the kernel frees its
+    memory first), and its main thread shows as a zombie while its other threads (the model
+    server's, which may hold a file open) are still ending."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in "ZX"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
         return True
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                    return False
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # that thread has just gone
+    return True
 
 
 def is_dreamflow_server(pid):
