@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from dreamflow.serving import client
-from helpers import assert_dreamed, ffprobe_streams
+from helpers import assert_dreamed, ffprobe_streams, has_exited
 from integration.services import (
     ADAPTERS,
     CAT_DREAM,
@@ -64,42 +64,23 @@ def image_virtualenv(podman, image):
     return dict(line.split("=", 1) for line in lines if "=" in line)["VIRTUAL_ENV"]
 
 
-def adapter_containers(podman, group):
-    """The stand-in's containers of the commands run with run_env's `group`."""
+def adapter_containers(podman, group, running=False):
+    """The stand-in's containers of the commands run with run_env's `group`; with `running`, only
+    those whose processes still run (a container whose processes have all ended is listed a little
+    longer, while Podman removes it)."""
+    state = ["--filter", "status=running"] if running else ["--all"]
     return podman(
-        "ps", "--all", "--quiet", "--filter", f"label={LABEL}", "--filter", f"label={group}"
-    ).stdout.split()
-
-
-def running_containers(podman, group):
-    """The containers of `group` whose processes still run (a container whose processes have
-    all ended is listed a little longer, while Podman removes it)."""
-    return podman(
-        "ps",
-        "--quiet",
-        "--filter",
-        f"label={LABEL}",
-        "--filter",
-        f"label={group}",
-        "--filter",
-        "status=running",
+        "ps", "--quiet", *state, "--filter", f"label={LABEL}", "--filter", f"label={group}"
     ).stdout.split()
 
 
 def dreamer_pids_alive(project):
-    """The processes that dreamed a frame of `project` (model servers, in-process jobs) that are
-    still alive."""
+    """The processes that dreamed a frame of `project` (model servers, in-process jobs) that have
+    not exited."""
     pids = set()
     for log in project.glob("work/*/logs/dream/*.log"):
         pids.update(int(match[1]) for match in DREAMER.findall(log.read_text()))
-    alive = []
-    for pid in sorted(pids):
-        try:
-            os.kill(pid, 0)
-            alive.append(pid)
-        except ProcessLookupError:
-            pass
-    return alive
+    return [pid for pid in sorted(pids) if not has_exited(pid)]
 
 
 def stop_servers(server_dir, podman, group, timeout=60):
@@ -159,7 +140,7 @@ def finished_run(command, project, env, server_dir, podman, what):
         )
         seconds = time.monotonic() - start
         server_files = sorted(path.name for path in server_dir.iterdir())
-        left = running_containers(podman, group)
+        left = adapter_containers(podman, group, running=True)
         alive = dreamer_pids_alive(project)
     finally:
         stop_servers(server_dir, podman, group)

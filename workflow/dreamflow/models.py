@@ -440,7 +440,7 @@ def check_workflow_cache(model):
         told = (
             f"TORCH_HOME={os.environ['TORCH_HOME']}"
             if "TORCH_HOME" in os.environ
-            else ("TORCH_HOME is unset")
+            else "TORCH_HOME is unset"
         )
         raise DreamflowError(
             f"{model} weights: this job reads the torch cache {job_home} ({told} here), not "
